@@ -1,0 +1,5 @@
+//! pulsar-autoscaler: scales Apache Pulsar brokers and grows bookie volumes from declared policies.
+
+pub mod api;
+pub mod policy;
+pub mod quantity;

@@ -1,0 +1,659 @@
+//! Checks a `ScalingPolicy` and turns its spec into typed settings the engine uses.
+//!
+//! The same checks serve `validate` (offline) and the controller (`Invalid` condition): schema
+//! shape through serde, the CRD's CEL rules through kube's client-side CEL evaluator, and the
+//! rules a schema cannot express in Rust.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kube::CustomResourceExt;
+use serde_json::Value;
+
+use crate::api::{
+    AuthSpec, BookieSpec, BrokerSpec, MetricType, ScalingPolicy, ScalingPolicySpec, ScalingRules,
+    SourceType, TlsSpec,
+};
+use crate::quantity;
+
+/// Longest stabilization window accepted; bounds the recommendation history kept in status.
+pub const MAX_WINDOW: Duration = Duration::from_secs(6 * 3600);
+/// Largest replica count accepted.
+pub const MAX_REPLICAS: u32 = 1000;
+
+/// One thing wrong with a policy, at a field path such as `spec.brokers.minReplicas`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Typed, checked settings of a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Evaluation period.
+    pub interval: Duration,
+    /// Decide and record, change nothing.
+    pub dry_run: bool,
+    /// Do nothing at all.
+    pub suspend: bool,
+    /// Metrics source connection.
+    pub source: Source,
+    /// Broker scaling, if configured.
+    pub brokers: Option<BrokerPolicy>,
+    /// Bookie volume growth, if configured.
+    pub bookies: Option<BookiePolicy>,
+    /// Per-policy rate limit.
+    pub rate_limit: RateLimit,
+}
+
+/// Metrics source settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// Server kind.
+    pub kind: SourceType,
+    /// Query API base URL (absent for `Direct`).
+    pub url: Option<String>,
+    /// Timeout of one query.
+    pub timeout: Duration,
+    /// Samples older than this are missing.
+    pub max_staleness: Duration,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Credentials.
+    pub auth: Option<AuthSpec>,
+    /// TLS settings.
+    pub tls: Option<TlsSpec>,
+}
+
+/// Broker scaling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerPolicy {
+    /// StatefulSet name.
+    pub stateful_set: String,
+    /// Lower bound.
+    pub min_replicas: u32,
+    /// Upper bound.
+    pub max_replicas: u32,
+    /// Dead band around each target, as a fraction.
+    pub tolerance: f64,
+    /// Metrics and targets.
+    pub metrics: Vec<MetricPolicy>,
+    /// Scale-up behaviour.
+    pub scale_up: Direction,
+    /// Scale-down behaviour.
+    pub scale_down: Direction,
+}
+
+/// One metric with its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPolicy {
+    /// Name shown everywhere.
+    pub name: String,
+    /// What it measures.
+    pub kind: MetricType,
+    /// Target per broker (totals) or target utilization percent.
+    pub target: f64,
+    /// PromQL template for `Custom`.
+    pub query: Option<String>,
+}
+
+/// Behaviour of one scaling direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Direction {
+    /// Stabilization window.
+    pub window: Duration,
+    /// Time after the previous change before this direction may act.
+    pub cooldown: Duration,
+    /// Largest step in replicas, if limited.
+    pub max_replicas: Option<u32>,
+    /// Largest step in percent of current replicas, if limited.
+    pub max_percent: Option<u32>,
+}
+
+/// Bookie volume settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookiePolicy {
+    /// StatefulSet name.
+    pub stateful_set: String,
+    /// Watched volumeClaimTemplates (empty: all).
+    pub templates: Vec<String>,
+    /// Expansion threshold in percent of capacity.
+    pub expand_at_used_percent: f64,
+    /// Growth per expansion in percent of the request.
+    pub increase_percent: f64,
+    /// Minimum growth per expansion in bytes.
+    pub increase_minimum: u64,
+    /// Size cap in bytes.
+    pub max_size: u64,
+    /// Time between expansions of one claim.
+    pub cooldown: Duration,
+}
+
+/// Token bucket settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained actions per hour.
+    pub actions_per_hour: u32,
+    /// Actions allowed back to back.
+    pub burst: u32,
+}
+
+/// The CRD's openAPIV3Schema as JSON, computed once.
+fn crd_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let crd = ScalingPolicy::crd();
+        crd.spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null)
+    })
+}
+
+/// Checks one object as the API server and the controller would: shape, CEL rules, Rust rules.
+pub fn check_object(object: &Value) -> Result<(ScalingPolicy, Policy), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version != "pulsar-autoscaler.dev/v1alpha1" {
+        problems.push(Problem::new(
+            "apiVersion",
+            format!("must be pulsar-autoscaler.dev/v1alpha1, got {api_version:?}"),
+        ));
+    }
+    if kind != "ScalingPolicy" {
+        problems.push(Problem::new(
+            "kind",
+            format!("must be ScalingPolicy, got {kind:?}"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let resource: ScalingPolicy = match serde_path_to_error::deserialize(object) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            return Err(vec![Problem::new(path, e.into_inner().to_string())]);
+        }
+    };
+    // CEL sees the object with defaults filled in, as the API server's defaulting would.
+    let defaulted = serde_json::to_value(&resource).unwrap_or(Value::Null);
+    if let Err(errors) = kube::core::cel::Validator::new().validate(crd_schema(), &defaulted, None)
+    {
+        for e in errors.into_vec() {
+            problems.push(Problem::new(
+                e.field_path.trim_start_matches('.'),
+                e.message,
+            ));
+        }
+    }
+    match Policy::from_spec(&resource.spec) {
+        Ok(policy) if problems.is_empty() => Ok((resource, policy)),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            // CEL and Rust may report the same rule; keep one line per problem.
+            for p in more {
+                if !problems.iter().any(|q| same_problem(q, &p)) {
+                    problems.push(p);
+                }
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// Whether a CEL problem already covers a Rust one: same field, or a parent rule naming the field.
+fn same_problem(cel: &Problem, rust: &Problem) -> bool {
+    if cel.path == rust.path {
+        return true;
+    }
+    let Some(rest) = rust.path.strip_prefix(&cel.path) else {
+        return false;
+    };
+    let field = rest.rsplit('.').next().unwrap_or(rest);
+    let field = field.split('[').next().unwrap_or(field);
+    !field.is_empty() && cel.message.contains(field)
+}
+
+/// Collects problems while converting fields.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn duration(&mut self, path: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problems.push(Problem::new(
+                    path,
+                    format!("{text:?} is not a duration such as 30s or 10m: {e}"),
+                ));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, text: &str) -> f64 {
+        match quantity::parse(text) {
+            Ok(v) if v > 0.0 => v,
+            Ok(_) => {
+                self.problems.push(Problem::new(
+                    path,
+                    format!("must be greater than zero, got {text}"),
+                ));
+                0.0
+            }
+            Err(e) => {
+                self.problems.push(Problem::new(path, e.to_string()));
+                0.0
+            }
+        }
+    }
+
+    fn bytes(&mut self, path: &str, text: &str) -> u64 {
+        match quantity::parse_bytes(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problems.push(Problem::new(path, e.to_string()));
+                0
+            }
+        }
+    }
+
+    fn percent(&mut self, path: &str, value: i32, allow_hundred: bool) -> f64 {
+        let ok = value > 0 && (value < 100 || (allow_hundred && value == 100));
+        if !ok {
+            let range = if allow_hundred {
+                "(0, 100]"
+            } else {
+                "(0, 100)"
+            };
+            self.problems.push(Problem::new(
+                path,
+                format!("must be in {range}, got {value}"),
+            ));
+        }
+        f64::from(value)
+    }
+
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+}
+
+impl Policy {
+    /// Converts a spec, reporting every problem found rather than the first.
+    pub fn from_spec(spec: &ScalingPolicySpec) -> Result<Policy, Vec<Problem>> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        let interval = c.duration("spec.interval", &spec.interval);
+        if interval < Duration::from_secs(1) && c.problems.is_empty() {
+            c.fail(
+                "spec.interval",
+                format!("must be at least 1s, got {}", spec.interval),
+            );
+        }
+        let source = source(&mut c, spec);
+        let brokers = spec.brokers.as_ref().map(|b| broker_policy(&mut c, b));
+        let bookies = spec.bookies.as_ref().map(|b| bookie_policy(&mut c, b));
+        if brokers.is_none() && bookies.is_none() {
+            c.fail("spec", "set at least one of brokers or bookies");
+        }
+        let limit = spec.rate_limit.clone().unwrap_or_default();
+        if limit.actions_per_hour < 1 {
+            c.fail(
+                "spec.rateLimit.actionsPerHour",
+                format!("must be at least 1, got {}", limit.actions_per_hour),
+            );
+        }
+        if limit.burst < 1 {
+            c.fail(
+                "spec.rateLimit.burst",
+                format!("must be at least 1, got {}", limit.burst),
+            );
+        }
+        if !c.problems.is_empty() {
+            return Err(c.problems);
+        }
+        Ok(Policy {
+            interval,
+            dry_run: spec.dry_run,
+            suspend: spec.suspend,
+            source,
+            brokers,
+            bookies,
+            rate_limit: RateLimit {
+                actions_per_hour: limit.actions_per_hour.max(1) as u32,
+                burst: limit.burst.max(1) as u32,
+            },
+        })
+    }
+}
+
+fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
+    let Some(s) = &spec.metrics_source else {
+        return Source {
+            kind: SourceType::Direct,
+            url: None,
+            timeout: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(120),
+            headers: BTreeMap::new(),
+            auth: None,
+            tls: None,
+        };
+    };
+    let kind = s.type_.unwrap_or(if s.url.is_some() {
+        SourceType::Prometheus
+    } else {
+        SourceType::Direct
+    });
+    if kind != SourceType::Direct {
+        match s.url.as_deref() {
+            None => c.fail(
+                "spec.metricsSource.url",
+                format!("required for a {kind:?} source"),
+            ),
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => c.fail(
+                "spec.metricsSource.url",
+                format!("must start with http:// or https://, got {u:?}"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let timeout = c.duration("spec.metricsSource.timeout", &s.timeout);
+    let max_staleness = c.duration("spec.metricsSource.maxStaleness", &s.max_staleness);
+    if timeout.is_zero() {
+        c.fail("spec.metricsSource.timeout", "must be greater than zero");
+    }
+    if let Some(auth) = &s.auth
+        && auth.bearer_token_secret_ref.is_some()
+        && auth.basic_auth_secret_ref.is_some()
+    {
+        c.fail(
+            "spec.metricsSource.auth",
+            "set only one of bearerTokenSecretRef and basicAuthSecretRef",
+        );
+    }
+    Source {
+        kind,
+        url: s.url.clone(),
+        timeout,
+        max_staleness,
+        headers: s.headers.clone(),
+        auth: s.auth.clone(),
+        tls: s.tls.clone(),
+    }
+}
+
+fn broker_policy(c: &mut Checker, b: &BrokerSpec) -> BrokerPolicy {
+    let p = "spec.brokers";
+    if b.stateful_set.is_empty() {
+        c.fail(
+            format!("{p}.statefulSet"),
+            "must name the broker StatefulSet",
+        );
+    }
+    if b.min_replicas < 1 {
+        c.fail(
+            format!("{p}.minReplicas"),
+            format!("must be at least 1, got {}", b.min_replicas),
+        );
+    }
+    if b.max_replicas < b.min_replicas {
+        c.fail(
+            format!("{p}.maxReplicas"),
+            format!(
+                "must not be below minReplicas ({} < {})",
+                b.max_replicas, b.min_replicas
+            ),
+        );
+    }
+    if b.max_replicas > MAX_REPLICAS as i32 {
+        c.fail(
+            format!("{p}.maxReplicas"),
+            format!("must be at most {MAX_REPLICAS}, got {}", b.max_replicas),
+        );
+    }
+    if !(0.0..1.0).contains(&b.tolerance) {
+        c.fail(
+            format!("{p}.tolerance"),
+            format!("must be in [0, 1), got {}", b.tolerance),
+        );
+    }
+    if b.metrics.is_empty() {
+        c.fail(format!("{p}.metrics"), "needs at least one metric");
+    }
+    let mut names = BTreeSet::new();
+    let mut metrics = Vec::new();
+    for (i, m) in b.metrics.iter().enumerate() {
+        let mp = format!("{p}.metrics[{i}]");
+        let name = m
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", m.type_).to_lowercase());
+        if !names.insert(name.clone()) {
+            c.fail(
+                format!("{mp}.name"),
+                format!("{name:?} is used by two metrics; give each a distinct name"),
+            );
+        }
+        let target = if m.type_.is_utilization() {
+            match m.target_utilization {
+                Some(t) => c.percent(&format!("{mp}.targetUtilization"), t, true),
+                None => {
+                    c.fail(
+                        format!("{mp}.targetUtilization"),
+                        format!("required for {:?}", m.type_),
+                    );
+                    0.0
+                }
+            }
+        } else {
+            match &m.target_per_broker {
+                Some(t) => c.positive(&format!("{mp}.targetPerBroker"), &t.0),
+                None => {
+                    c.fail(
+                        format!("{mp}.targetPerBroker"),
+                        format!("required for {:?}", m.type_),
+                    );
+                    0.0
+                }
+            }
+        };
+        if m.type_ == MetricType::Custom {
+            if m.name.is_none() {
+                c.fail(format!("{mp}.name"), "required for a Custom metric");
+            }
+            match m.query.as_deref() {
+                None | Some("") => c.fail(format!("{mp}.query"), "required for a Custom metric"),
+                Some(q) => check_placeholders(c, &format!("{mp}.query"), q),
+            }
+        }
+        metrics.push(MetricPolicy {
+            name,
+            kind: m.type_,
+            target,
+            query: m.query.clone(),
+        });
+    }
+    BrokerPolicy {
+        stateful_set: b.stateful_set.clone(),
+        min_replicas: b.min_replicas.max(1) as u32,
+        max_replicas: b.max_replicas.max(b.min_replicas).max(1) as u32,
+        tolerance: b.tolerance,
+        metrics,
+        scale_up: direction(c, &format!("{p}.scaleUp"), &b.scale_up),
+        scale_down: direction(c, &format!("{p}.scaleDown"), &b.scale_down),
+    }
+}
+
+/// Placeholders a Custom query may use; values are escaped when substituted.
+pub const PLACEHOLDERS: [&str; 3] = ["namespace", "policy", "statefulset"];
+
+fn check_placeholders(c: &mut Checker, path: &str, query: &str) {
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            c.fail(path, "unclosed {{ in query");
+            return;
+        };
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            c.fail(
+                path,
+                format!(
+                    "unknown placeholder {{{{{name}}}}}; known: {}",
+                    PLACEHOLDERS.join(", ")
+                ),
+            );
+        }
+        rest = &after[end + 2..];
+    }
+}
+
+fn direction(c: &mut Checker, path: &str, r: &ScalingRules) -> Direction {
+    let window = c.duration(
+        &format!("{path}.stabilizationWindow"),
+        &r.stabilization_window,
+    );
+    if window > MAX_WINDOW {
+        c.fail(
+            format!("{path}.stabilizationWindow"),
+            format!("must be at most 6h, got {}", r.stabilization_window),
+        );
+    }
+    let cooldown = c.duration(&format!("{path}.cooldown"), &r.cooldown);
+    let (mut max_replicas, mut max_percent) = (None, None);
+    if let Some(step) = &r.max_step {
+        if step.replicas.is_none() && step.percent.is_none() {
+            c.fail(format!("{path}.maxStep"), "needs replicas, percent or both");
+        }
+        if let Some(n) = step.replicas {
+            if n < 1 {
+                c.fail(
+                    format!("{path}.maxStep.replicas"),
+                    format!("must be at least 1, got {n}"),
+                );
+            }
+            max_replicas = Some(n.max(1) as u32);
+        }
+        if let Some(pct) = step.percent {
+            c.percent(&format!("{path}.maxStep.percent"), pct, true);
+            max_percent = Some(pct.clamp(1, 100) as u32);
+        }
+    }
+    Direction {
+        window,
+        cooldown,
+        max_replicas,
+        max_percent,
+    }
+}
+
+fn bookie_policy(c: &mut Checker, b: &BookieSpec) -> BookiePolicy {
+    let p = "spec.bookies";
+    if b.stateful_set.is_empty() {
+        c.fail(
+            format!("{p}.statefulSet"),
+            "must name the bookie StatefulSet",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, t) in b.volume_claim_templates.iter().enumerate() {
+        if !seen.insert(t) {
+            c.fail(
+                format!("{p}.volumeClaimTemplates[{i}]"),
+                format!("{t:?} is listed twice"),
+            );
+        }
+    }
+    let expand_at = c.percent(
+        &format!("{p}.expandAtUsedPercent"),
+        b.expand_at_used_percent,
+        false,
+    );
+    let increase_percent = c.percent(&format!("{p}.increase.percent"), b.increase.percent, true);
+    let increase_minimum = c.bytes(&format!("{p}.increase.minimum"), &b.increase.minimum.0);
+    let max_size = c.positive(&format!("{p}.maxSize"), &b.max_size.0).ceil() as u64;
+    BookiePolicy {
+        stateful_set: b.stateful_set.clone(),
+        templates: b.volume_claim_templates.clone(),
+        expand_at_used_percent: expand_at,
+        increase_percent,
+        increase_minimum,
+        max_size,
+        cooldown: c.duration(&format!("{p}.cooldown"), &b.cooldown),
+    }
+}
+
+/// A problem found in one document of a YAML file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentProblem {
+    /// 1-based document index within the file.
+    pub document: usize,
+    /// The problem.
+    pub problem: Problem,
+}
+
+/// Checks every document of a (multi-document) YAML text; empty documents are skipped.
+pub fn check_yaml(text: &str) -> Vec<DocumentProblem> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value = match Value::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                let at = e
+                    .location()
+                    .map(|l| format!("line {} column {}", l.line(), l.column()));
+                let problem = Problem::new(
+                    at.unwrap_or_else(|| "yaml".into()),
+                    format!("not valid YAML: {e}"),
+                );
+                out.push(DocumentProblem { document, problem });
+                // The rest of the stream cannot be trusted after a syntax error.
+                break;
+            }
+        };
+        if let Err(problems) = check_object(&value) {
+            out.extend(
+                problems
+                    .into_iter()
+                    .map(|problem| DocumentProblem { document, problem }),
+            );
+        }
+    }
+    out
+}
