@@ -1,5 +1,6 @@
 //! pulsar-autoscaler: scales Apache Pulsar brokers and grows bookie volumes from declared policies.
 
 pub mod api;
+pub mod decide;
 pub mod policy;
 pub mod quantity;

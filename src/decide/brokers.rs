@@ -1,0 +1,363 @@
+//! Broker replicas: per-metric proposals, tolerance, stabilization windows, step limits,
+//! cooldowns and bounds, with HPA semantics where they apply.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::memory::BrokerMemory;
+use super::{Action, Decision, Flags, Sample, cooldown_left, elapsed, sample_problem, units};
+use crate::policy::{BrokerPolicy, Direction, MetricPolicy};
+
+/// Guards `ceil` against float noise: 3 × target must propose 3, not 4.
+const EPSILON: f64 = 1e-9;
+
+/// One metric's evaluation, as shown in status and by `evaluate`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricEvaluation {
+    /// Metric name.
+    pub name: String,
+    /// Observed value, when one was usable.
+    pub value: Option<f64>,
+    /// Target per broker or target utilization.
+    pub target: f64,
+    /// Replicas this metric proposes, when it proposes any.
+    pub proposed_replicas: Option<u32>,
+    /// Sample time.
+    pub observed_at: Option<Timestamp>,
+    /// Why the value is not used, or only used for scaling up.
+    pub problem: Option<String>,
+    /// The arithmetic, in words.
+    pub reason: String,
+}
+
+/// How much of the metric data could be used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Availability {
+    /// Every metric had fresh, complete data.
+    All,
+    /// Some metrics were missing or partial: scale-up allowed, scale-down not.
+    Partial(Vec<String>),
+    /// No metric could be used: replicas hold.
+    Unavailable(Vec<String>),
+    /// Not evaluated (suspended).
+    NotEvaluated,
+}
+
+/// Everything the broker engine concluded in one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerOutcome {
+    /// The decision to carry out (or only record, in dry-run).
+    pub decision: Decision,
+    /// Replicas the policy wants after stabilization and bounds, before step limits and cooldowns.
+    pub desired: u32,
+    /// Per-metric evaluations.
+    pub metrics: Vec<MetricEvaluation>,
+    /// Data availability, for the MetricsAvailable condition.
+    pub availability: Availability,
+    /// Why the policy cannot reach what the metrics want, for the ScalingLimited condition.
+    pub limited: Option<String>,
+    /// Memory to keep; call [`BrokerMemory::note_action`] once the decision is carried out.
+    pub memory: BrokerMemory,
+}
+
+/// Decides the broker replica count. `samples[i]` belongs to `policy.metrics[i]`.
+pub fn decide_brokers(
+    policy: &BrokerPolicy,
+    flags: Flags,
+    max_staleness: Duration,
+    current: u32,
+    samples: &[Option<Sample>],
+    memory: &BrokerMemory,
+    now: Timestamp,
+) -> BrokerOutcome {
+    let target = format!("statefulset/{}", policy.stateful_set);
+    if flags.suspend {
+        return BrokerOutcome {
+            decision: Decision::hold(
+                target,
+                current.into(),
+                "suspended: spec.suspend is true",
+                flags.dry_run,
+            ),
+            desired: current,
+            metrics: Vec::new(),
+            availability: Availability::NotEvaluated,
+            limited: None,
+            memory: memory.clone(),
+        };
+    }
+
+    let metrics: Vec<MetricEvaluation> = policy
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            evaluate_metric(
+                m,
+                policy.tolerance,
+                current,
+                samples.get(i).and_then(Option::as_ref),
+                max_staleness,
+                now,
+            )
+        })
+        .collect();
+    let problems: Vec<String> = metrics
+        .iter()
+        .filter_map(|m| m.problem.as_ref().map(|p| format!("{}: {p}", m.name)))
+        .collect();
+    let usable: Vec<u32> = metrics.iter().filter_map(|m| m.proposed_replicas).collect();
+    let mut reasons: Vec<String> = metrics
+        .iter()
+        .map(|m| format!("{}: {}", m.name, m.reason))
+        .collect();
+
+    let availability = if usable.is_empty() {
+        Availability::Unavailable(problems.clone())
+    } else if problems.is_empty() {
+        Availability::All
+    } else {
+        Availability::Partial(problems.clone())
+    };
+
+    let (min, max) = (policy.min_replicas, policy.max_replicas);
+    let mut raw = usable.iter().copied().max().unwrap_or(current);
+    if !problems.is_empty() && raw < current {
+        reasons.push(format!(
+            "no scale-down while data is missing or partial: keeping at least {current}"
+        ));
+        raw = current;
+    }
+    let mut limited = None;
+    if raw > max {
+        limited = Some(format!(
+            "metrics want {raw} brokers, pinned at maxReplicas {max}"
+        ));
+    } else if raw < min && current <= min {
+        limited = Some(format!(
+            "metrics want {raw} brokers, held at minReplicas {min}"
+        ));
+    }
+    let recommendation = raw.clamp(min, max);
+
+    // Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
+    // in the down window, counting the one made now.
+    let mut new_memory = memory.clone();
+    if !usable.is_empty() {
+        let keep = policy.scale_up.window.max(policy.scale_down.window);
+        new_memory.record(now, recommendation, keep);
+    }
+    let in_window = |window: Duration| {
+        let (lo, hi) = new_memory
+            .range_within(now, window)
+            .unwrap_or((recommendation, recommendation));
+        (lo.min(recommendation), hi.max(recommendation))
+    };
+    let (up_floor, _) = in_window(policy.scale_up.window);
+    let (_, down_ceiling) = in_window(policy.scale_down.window);
+    let mut stabilized = current;
+    if stabilized < up_floor {
+        stabilized = up_floor;
+    }
+    if stabilized > down_ceiling {
+        stabilized = down_ceiling;
+    }
+    if stabilized != recommendation {
+        if recommendation > current {
+            reasons.push(format!(
+                "scale-up stabilization window {}: lowest recommendation in it is {up_floor}",
+                units::duration(policy.scale_up.window)
+            ));
+        } else {
+            reasons.push(format!(
+                "scale-down stabilization window {}: highest recommendation in it is {down_ceiling}",
+                units::duration(policy.scale_down.window)
+            ));
+        }
+    }
+    let desired = stabilized.clamp(min, max);
+    if desired != stabilized {
+        reasons.push(format!("bounded to [{min}, {max}]"));
+    }
+
+    let mut to = desired;
+    if to > current {
+        let step = allowed_step(&policy.scale_up, current, true);
+        if to - current > step {
+            to = current + step;
+            reasons.push(format!("limited to +{step} by scaleUp.maxStep"));
+            limited
+                .get_or_insert_with(|| format!("scale-up to {desired} limited to {to} per step"));
+        }
+    } else if to < current {
+        let step = allowed_step(&policy.scale_down, current, false);
+        if current - to > step {
+            to = current - step;
+            reasons.push(format!("limited to -{step} by scaleDown.maxStep"));
+        }
+    }
+    // Bounds win over step limits: a user-declared range is never left or stayed out of.
+    to = to.clamp(min, max);
+
+    let action = match to.cmp(&current) {
+        std::cmp::Ordering::Greater => Action::ScaleUp,
+        std::cmp::Ordering::Less => Action::ScaleDown,
+        std::cmp::Ordering::Equal => Action::Hold,
+    };
+    let blocked = match action {
+        Action::ScaleUp => cooldown_block("scale-up", &policy.scale_up, memory.last_scale_up, now),
+        Action::ScaleDown => {
+            cooldown_block("scale-down", &policy.scale_down, memory.last_change(), now)
+        }
+        _ => None,
+    };
+    let decision = if let Some(why) = blocked {
+        reasons.push(format!("{to} wanted, but {why}"));
+        limited.get_or_insert(why);
+        Decision {
+            target,
+            action: Action::Hold,
+            from: current.into(),
+            to: current.into(),
+            reasons,
+            dry_run: flags.dry_run,
+        }
+    } else {
+        if action == Action::Hold && usable.is_empty() {
+            reasons.push(format!("no usable metrics: holding {current} replicas"));
+        }
+        Decision {
+            target,
+            action,
+            from: current.into(),
+            to: to.into(),
+            reasons,
+            dry_run: flags.dry_run,
+        }
+    };
+    BrokerOutcome {
+        decision,
+        desired,
+        metrics,
+        availability,
+        limited,
+        memory: new_memory,
+    }
+}
+
+/// Largest change one action may make from `current`: the larger of the configured limits.
+fn allowed_step(d: &Direction, current: u32, up: bool) -> u32 {
+    let by_percent = d.max_percent.map(|p| {
+        let v = f64::from(current) * f64::from(p) / 100.0;
+        if up {
+            v.ceil() as u32
+        } else {
+            v.floor() as u32
+        }
+    });
+    match (d.max_replicas, by_percent) {
+        (None, None) => u32::MAX,
+        (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)).max(1),
+    }
+}
+
+fn cooldown_block(
+    what: &str,
+    d: &Direction,
+    last: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<String> {
+    let last = last?;
+    let since = elapsed(now, last);
+    (since < d.cooldown).then(|| {
+        format!(
+            "{what} cooldown {}: last change {} ago ({} left)",
+            units::duration(d.cooldown),
+            units::duration(since),
+            cooldown_left(d.cooldown, since)
+        )
+    })
+}
+
+fn evaluate_metric(
+    m: &MetricPolicy,
+    tolerance: f64,
+    current: u32,
+    sample: Option<&Sample>,
+    max_staleness: Duration,
+    now: Timestamp,
+) -> MetricEvaluation {
+    let target_text = units::metric_value(m.kind, m.target);
+    let mut eval = MetricEvaluation {
+        name: m.name.clone(),
+        value: None,
+        target: m.target,
+        proposed_replicas: None,
+        observed_at: sample.map(|s| s.observed_at),
+        problem: None,
+        reason: String::new(),
+    };
+    if let Some(problem) = sample_problem(sample, max_staleness, now) {
+        eval.reason = format!("{problem}, not used");
+        eval.problem = Some(problem);
+        return eval;
+    }
+    let Some(s) = sample else { return eval };
+    let value = s.value;
+    eval.value = Some(value);
+    let value_text = units::metric_value(m.kind, value);
+
+    let (ratio, proposal, arithmetic) = if m.kind.is_utilization() {
+        if current == 0 {
+            eval.problem = Some("no brokers running to average over".into());
+            eval.reason = format!("{value_text} with 0 brokers, not used");
+            return eval;
+        }
+        let ratio = value / m.target;
+        let proposal = (f64::from(current) * ratio - EPSILON).ceil();
+        (
+            ratio,
+            proposal,
+            format!("{value_text} average over {current} brokers vs target {target_text}"),
+        )
+    } else {
+        let per_broker = value / f64::from(current.max(1));
+        let ratio = per_broker / m.target;
+        let proposal = (value / m.target - EPSILON).ceil();
+        let per_text = units::metric_value(m.kind, per_broker);
+        (
+            ratio,
+            proposal,
+            format!(
+                "{value_text} over {current} brokers = {per_text} per broker vs target {target_text}"
+            ),
+        )
+    };
+    let proposal = proposal.clamp(0.0, f64::from(u32::MAX)) as u32;
+    let within = (ratio - 1.0).abs() <= tolerance && current > 0;
+    let proposed = if within { current } else { proposal };
+    eval.proposed_replicas = Some(proposed);
+    let verdict = if within {
+        format!(
+            "within tolerance {}% → keep {current}",
+            units::number(tolerance * 100.0)
+        )
+    } else if ratio > 1.0 {
+        format!("above target → propose {proposed}")
+    } else {
+        format!("below target → propose {proposed}")
+    };
+    eval.reason = format!("{arithmetic}, {verdict}");
+    if let Some(n) = s.reporting
+        && n < current
+    {
+        eval.problem = Some(format!("only {n} of {current} brokers reported"));
+        eval.reason.push_str(&format!(
+            " (only {n} of {current} brokers reported: scale-up only)"
+        ));
+    }
+    eval
+}
