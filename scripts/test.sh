@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and builds what the tests need (idempotent), then runs
+# formatting, lint and every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for step in scripts/setup.d/*.sh; do
+  [ -e "$step" ] || continue
+  echo "==> setup: $step"
+  bash "$step"
+done
+# Setup steps may leave tool locations here (e.g. binaries built into a cache).
+if [ -f target/test-env ]; then
+  set -a
+  # shellcheck disable=SC1091
+  . target/test-env
+  set +a
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"
