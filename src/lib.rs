@@ -5,3 +5,4 @@ pub mod decide;
 pub mod guard;
 pub mod policy;
 pub mod quantity;
+pub mod telemetry;

@@ -1,0 +1,304 @@
+//! The controller's own observability: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`,
+//! and tracing setup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of per-policy series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+}
+
+/// Labels of per-metric series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// Metric name from the spec.
+    pub metric: String,
+}
+
+/// Labels of per-claim series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// PersistentVolumeClaim name.
+    pub claim: String,
+}
+
+/// Labels of decision counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// ScaleUp, ScaleDown, Expand.
+    pub action: String,
+    /// applied, dry_run, rate_limited, unsafe, failed.
+    pub result: String,
+}
+
+/// Labels of error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// Stable error kind.
+    pub kind: String,
+}
+
+/// Labels of the reconcile histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok or error.
+    pub result: String,
+}
+
+type GaugeF = Gauge<f64, AtomicU64>;
+
+/// Every series the controller exports.
+pub struct Metrics {
+    /// Latest value of each policy metric.
+    pub metric_value: Family<MetricLabels, GaugeF>,
+    /// Target of each policy metric.
+    pub metric_target: Family<MetricLabels, GaugeF>,
+    /// Replicas each metric proposes.
+    pub metric_proposed_replicas: Family<MetricLabels, Gauge>,
+    /// Broker replicas now.
+    pub current_replicas: Family<PolicyLabels, Gauge>,
+    /// Broker replicas wanted.
+    pub desired_replicas: Family<PolicyLabels, Gauge>,
+    /// Configured bounds.
+    pub min_replicas: Family<PolicyLabels, Gauge>,
+    /// Configured bounds.
+    pub max_replicas: Family<PolicyLabels, Gauge>,
+    /// 1 when every metric of the policy had usable data.
+    pub metrics_available: Family<PolicyLabels, Gauge>,
+    /// 1 when scaling is limited (bounds, steps, cooldowns).
+    pub scaling_limited: Family<PolicyLabels, Gauge>,
+    /// Used percent of each claim.
+    pub claim_used_percent: Family<ClaimLabels, GaugeF>,
+    /// Capacity of each claim in bytes.
+    pub claim_capacity_bytes: Family<ClaimLabels, GaugeF>,
+    /// maxSize of the claim's policy in bytes.
+    pub claim_max_size_bytes: Family<ClaimLabels, GaugeF>,
+    /// expandAtUsedPercent of the claim's policy.
+    pub claim_expand_threshold_percent: Family<ClaimLabels, GaugeF>,
+    /// 1 when the claim cannot be expanded although it should (Blocked or AtMaxSize).
+    pub claim_blocked: Family<ClaimLabels, Gauge>,
+    /// Decisions by action and result.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Metric source errors by kind.
+    pub source_errors: Family<ErrorLabels, Counter>,
+    /// Reconcile duration.
+    pub reconcile_duration: Family<ResultLabels, Histogram>,
+    /// 1 while this process holds the leader lease.
+    pub leader: Gauge,
+}
+
+impl Metrics {
+    /// Creates the series and registers them under the `pulsar_autoscaler` prefix.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Metrics {
+            metric_value: Family::default(),
+            metric_target: Family::default(),
+            metric_proposed_replicas: Family::default(),
+            current_replicas: Family::default(),
+            desired_replicas: Family::default(),
+            min_replicas: Family::default(),
+            max_replicas: Family::default(),
+            metrics_available: Family::default(),
+            scaling_limited: Family::default(),
+            claim_used_percent: Family::default(),
+            claim_capacity_bytes: Family::default(),
+            claim_max_size_bytes: Family::default(),
+            claim_expand_threshold_percent: Family::default(),
+            claim_blocked: Family::default(),
+            decisions: Family::default(),
+            source_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
+        r.register(
+            "metric_value",
+            "Latest value of a policy metric (cluster total or utilization percent)",
+            m.metric_value.clone(),
+        );
+        r.register(
+            "metric_target",
+            "Target of a policy metric (per broker or utilization percent)",
+            m.metric_target.clone(),
+        );
+        r.register(
+            "metric_proposed_replicas",
+            "Broker replicas a metric proposes",
+            m.metric_proposed_replicas.clone(),
+        );
+        r.register(
+            "current_replicas",
+            "Broker replicas at the last evaluation",
+            m.current_replicas.clone(),
+        );
+        r.register(
+            "desired_replicas",
+            "Broker replicas the policy wants",
+            m.desired_replicas.clone(),
+        );
+        r.register(
+            "min_replicas",
+            "minReplicas of the policy",
+            m.min_replicas.clone(),
+        );
+        r.register(
+            "max_replicas",
+            "maxReplicas of the policy",
+            m.max_replicas.clone(),
+        );
+        r.register(
+            "metrics_available",
+            "1 when every metric of the policy had usable data",
+            m.metrics_available.clone(),
+        );
+        r.register(
+            "scaling_limited",
+            "1 when bounds, steps or cooldowns keep the policy from its wish",
+            m.scaling_limited.clone(),
+        );
+        r.register(
+            "claim_used_percent",
+            "Used space of a bookie claim in percent",
+            m.claim_used_percent.clone(),
+        );
+        r.register(
+            "claim_capacity_bytes",
+            "Capacity of a bookie claim",
+            m.claim_capacity_bytes.clone(),
+        );
+        r.register(
+            "claim_max_size_bytes",
+            "maxSize a bookie claim may grow to",
+            m.claim_max_size_bytes.clone(),
+        );
+        r.register(
+            "claim_expand_threshold_percent",
+            "expandAtUsedPercent of the claim's policy",
+            m.claim_expand_threshold_percent.clone(),
+        );
+        r.register(
+            "claim_blocked",
+            "1 when a claim should grow but cannot",
+            m.claim_blocked.clone(),
+        );
+        r.register(
+            "decisions",
+            "Decisions by action and result",
+            m.decisions.clone(),
+        );
+        r.register(
+            "source_errors",
+            "Metric source errors by kind",
+            m.source_errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time of one policy evaluation",
+            m.reconcile_duration.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this process holds the leader lease",
+            m.leader.clone(),
+        );
+        Arc::new(m)
+    }
+}
+
+/// Shared state of the HTTP endpoints.
+#[derive(Clone)]
+pub struct Endpoints {
+    /// The registry `/metrics` encodes.
+    pub registry: Arc<Registry>,
+    /// Set once the controller's watches are running.
+    pub ready: Arc<AtomicBool>,
+}
+
+async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &e.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            err.to_string(),
+        ),
+    }
+}
+
+async fn ready(State(e): State<Endpoints>) -> impl IntoResponse {
+    if e.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, endpoints: Endpoints) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(endpoints);
+    axum::serve(listener, app).await
+}
+
+/// Binds the endpoints' address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Sets up tracing from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
