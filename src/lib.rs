@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod decide;
+pub mod metrics;
 pub mod policy;
 pub mod quantity;
