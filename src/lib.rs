@@ -3,6 +3,7 @@
 pub mod api;
 pub mod decide;
 pub mod guard;
+pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod telemetry;

@@ -1,0 +1,119 @@
+//! The HTTP client every source uses: timeout, extra headers, credentials and TLS trust.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::credentials::{Auth, Credentials};
+use super::error::MetricsError;
+
+/// Installs rustls' ring provider as the process default; reqwest is built without one and
+/// would panic otherwise. A provider installed earlier (by `main` or a test) is kept.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A configured client plus the per-request settings reqwest does not keep.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    auth: Option<Auth>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// Builds a client that applies `timeout`, `headers` and `credentials` to every request.
+    pub fn new(
+        timeout: Duration,
+        headers: &BTreeMap<String, String>,
+        credentials: &Credentials,
+    ) -> Result<Self, MetricsError> {
+        ensure_crypto_provider();
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| MetricsError::Config(format!("header name {k:?} is not valid")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| MetricsError::Config(format!("value of header {k} is not valid")))?;
+            map.insert(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .default_headers(map)
+            // Redirects could carry credentials to another host; query APIs do not redirect.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &credentials.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                MetricsError::Config(format!("CA bundle is not PEM certificates: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(MetricsError::Config(
+                    "CA bundle holds no certificate".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        if credentials.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| MetricsError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(HttpClient {
+            client,
+            auth: credentials.auth.clone(),
+            timeout,
+        })
+    }
+
+    /// The configured timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A GET request with credentials applied.
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorize(self.client.get(url))
+    }
+
+    /// A POST request with credentials applied.
+    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorize(self.client.post(url))
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            Some(Auth::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
+            None => request,
+        }
+    }
+
+    /// Sends a request and reads the whole body, mapping transport failures and 401/403.
+    pub async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, String), MetricsError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| MetricsError::transport(url, self.timeout, e))?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(MetricsError::Unauthorized {
+                url: url.to_string(),
+                status,
+            });
+        }
+        let body = response
+            .text()
+            .await
+            .map_err(|e| MetricsError::transport(url, self.timeout, e))?;
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,332 @@
+//! One evaluation round over many policies that share a source: one grouped read per preset
+//! (plus one per distinct rendered Custom query), then each policy takes its own pods' and
+//! claims' values. The number of requests does not grow with the number of policies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::error::MetricsError;
+use super::preset::{Placeholders, Preset, Reduce, render};
+use super::response::Point;
+use super::source::{Grouped, MetricsSource};
+use crate::decide::{Sample, elapsed};
+use crate::policy::Policy;
+
+/// A policy as a round sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The policy's namespace.
+    pub namespace: &'a str,
+    /// The policy's name.
+    pub name: &'a str,
+    /// Its checked settings.
+    pub policy: &'a Policy,
+}
+
+/// One value for one policy, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The usable sample; `None` when missing, stale, NaN or infinite (never 0).
+    pub sample: Option<Sample>,
+    /// Why it is missing or partial.
+    pub problem: Option<String>,
+}
+
+impl Reading {
+    fn missing(problem: impl Into<String>) -> Self {
+        Reading {
+            sample: None,
+            problem: Some(problem.into()),
+        }
+    }
+}
+
+/// What one round found for one policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyReadings {
+    /// `brokers[i]` belongs to `policy.brokers.metrics[i]`.
+    pub brokers: Vec<Reading>,
+    /// Used percent per bookie claim name.
+    pub claims: BTreeMap<String, Reading>,
+    /// Source failures that touched this policy, e.g. "throughput: cannot reach …".
+    pub errors: Vec<String>,
+}
+
+impl PolicyReadings {
+    /// Broker samples in the order the decision engine expects.
+    pub fn broker_samples(&self) -> Vec<Option<Sample>> {
+        self.brokers.iter().map(|r| r.sample).collect()
+    }
+}
+
+/// What a round asks the source for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Presets, each read once.
+    pub presets: Vec<Preset>,
+    /// Distinct rendered Custom queries, each sent once.
+    pub custom: Vec<String>,
+}
+
+/// The requests a round over `targets` needs.
+pub fn plan(targets: &[Target<'_>]) -> Plan {
+    let mut presets = BTreeSet::new();
+    let mut custom = BTreeSet::new();
+    for t in targets {
+        if let Some(b) = &t.policy.brokers {
+            for m in &b.metrics {
+                match Preset::for_metric(m.kind) {
+                    Some(p) => {
+                        presets.insert(p);
+                    }
+                    None => {
+                        if let Some(Ok(q)) = custom_query(t, m.query.as_deref()) {
+                            custom.insert(q);
+                        }
+                    }
+                }
+            }
+        }
+        if t.policy.bookies.is_some() {
+            presets.insert(Preset::ClaimUsage);
+        }
+    }
+    Plan {
+        presets: presets.into_iter().collect(),
+        custom: custom.into_iter().collect(),
+    }
+}
+
+fn custom_query(t: &Target<'_>, template: Option<&str>) -> Option<Result<String, String>> {
+    let template = template?;
+    let statefulset = t
+        .policy
+        .brokers
+        .as_ref()
+        .map_or("", |b| b.stateful_set.as_str());
+    let values = Placeholders {
+        namespace: t.namespace,
+        policy: t.name,
+        statefulset,
+    };
+    Some(render(template, values).map_err(|e| e.to_string()))
+}
+
+/// Runs one round: every request concurrently, then each policy's share.
+pub async fn collect(
+    source: &dyn MetricsSource,
+    targets: &[Target<'_>],
+    now: Timestamp,
+) -> Vec<PolicyReadings> {
+    let plan = plan(targets);
+    let custom = futures::future::join_all(plan.custom.iter().map(|q| source.custom(q, now)));
+    let (presets, custom) = futures::join!(source.fetch(&plan.presets, now), custom);
+    let presets: BTreeMap<Preset, Result<Grouped, MetricsError>> =
+        plan.presets.iter().copied().zip(presets).collect();
+    let custom: BTreeMap<&str, Result<Option<Point>, MetricsError>> =
+        plan.custom.iter().map(String::as_str).zip(custom).collect();
+    targets
+        .iter()
+        .map(|t| split(t, &presets, &custom, &source.describe(), now))
+        .collect()
+}
+
+/// One policy's share of a round's results.
+pub fn split(
+    t: &Target<'_>,
+    presets: &BTreeMap<Preset, Result<Grouped, MetricsError>>,
+    custom: &BTreeMap<&str, Result<Option<Point>, MetricsError>>,
+    source: &str,
+    now: Timestamp,
+) -> PolicyReadings {
+    let max_staleness = t.policy.source.max_staleness;
+    let mut out = PolicyReadings::default();
+    let mut note = |what: &str, e: &MetricsError| {
+        let line = format!("{what}: {e}");
+        if !out.errors.contains(&line) {
+            out.errors.push(line);
+        }
+    };
+    if let Some(b) = &t.policy.brokers {
+        for m in &b.metrics {
+            let reading = match Preset::for_metric(m.kind) {
+                Some(p) => match presets.get(&p) {
+                    Some(Ok(g)) => broker_reading(
+                        p,
+                        g,
+                        t.namespace,
+                        &b.stateful_set,
+                        max_staleness,
+                        now,
+                        source,
+                    ),
+                    Some(Err(e)) => {
+                        note(p.name(), e);
+                        Reading::missing(e.to_string())
+                    }
+                    None => Reading::missing(format!("{} was not read", p.name())),
+                },
+                None => match custom_query(t, m.query.as_deref()) {
+                    None => Reading::missing("Custom metric without a query"),
+                    Some(Err(e)) => Reading::missing(e),
+                    Some(Ok(q)) => match custom.get(q.as_str()) {
+                        Some(Ok(Some(p))) => usable(p, max_staleness, now)
+                            .map(|s| Reading {
+                                sample: Some(s),
+                                problem: None,
+                            })
+                            .unwrap_or_else(Reading::missing),
+                        Some(Ok(None)) => Reading::missing(format!("query {q} returned no series")),
+                        Some(Err(e)) => {
+                            note(&m.name, e);
+                            Reading::missing(e.to_string())
+                        }
+                        None => Reading::missing(format!("query {q} was not sent")),
+                    },
+                },
+            };
+            out.brokers.push(reading);
+        }
+    }
+    if let Some(b) = &t.policy.bookies {
+        match presets.get(&Preset::ClaimUsage) {
+            Some(Ok(g)) => {
+                for ((ns, claim), p) in &g.points {
+                    if ns == t.namespace && claim_of(claim, &b.stateful_set, &b.templates) {
+                        let reading = match usable(p, max_staleness, now) {
+                            Ok(s) => Reading {
+                                sample: Some(s),
+                                problem: None,
+                            },
+                            Err(why) => Reading::missing(why),
+                        };
+                        out.claims.insert(claim.clone(), reading);
+                    }
+                }
+            }
+            Some(Err(e)) => note(Preset::ClaimUsage.name(), e),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A point as a sample, or why it cannot be used.
+fn usable(p: &Point, max_staleness: Duration, now: Timestamp) -> Result<Sample, String> {
+    if p.value.is_nan() {
+        return Err("value is NaN".into());
+    }
+    if p.value.is_infinite() {
+        return Err("value is infinite".into());
+    }
+    let age = elapsed(now, p.at);
+    if age > max_staleness {
+        return Err(format!(
+            "sample is {} old, older than maxStaleness {}",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_duration(max_staleness)
+        ));
+    }
+    Ok(Sample::new(p.value, p.at))
+}
+
+fn broker_reading(
+    preset: Preset,
+    g: &Grouped,
+    namespace: &str,
+    statefulset: &str,
+    max_staleness: Duration,
+    now: Timestamp,
+    source: &str,
+) -> Reading {
+    let mut values = Vec::new();
+    let mut oldest: Option<Timestamp> = None;
+    let mut problems = Vec::new();
+    for ((ns, pod), p) in &g.points {
+        if ns != namespace || !pod_of(pod, statefulset) {
+            continue;
+        }
+        match usable(p, max_staleness, now) {
+            Ok(s) => {
+                values.push(s.value);
+                oldest = Some(oldest.map_or(s.observed_at, |o| o.min(s.observed_at)));
+            }
+            Err(why) => problems.push(format!("{pod}: {why}")),
+        }
+    }
+    for ((ns, pod), why) in &g.failures {
+        if ns == namespace && pod_of(pod, statefulset) {
+            problems.push(format!("{pod}: {why}"));
+        }
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let Some(observed_at) = oldest else {
+        return Reading::missing(problem.unwrap_or_else(|| {
+            format!(
+                "no {} series for pods of {namespace}/{statefulset} from {source}",
+                preset.name()
+            )
+        }));
+    };
+    let n = values.len();
+    let total: f64 = values.iter().sum();
+    let value = match preset.reduce() {
+        Reduce::Mean => total / n as f64,
+        Reduce::Sum | Reduce::PerObject => total,
+    };
+    Reading {
+        sample: Some(Sample {
+            value,
+            observed_at,
+            reporting: Some(n as u32),
+        }),
+        problem,
+    }
+}
+
+/// Whether `pod` is an ordinal pod of StatefulSet `statefulset` (`<name>-<n>`).
+pub fn pod_of(pod: &str, statefulset: &str) -> bool {
+    pod.strip_prefix(statefulset)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `claim` is `<template>-<statefulset>-<n>` with `template` among `templates`
+/// (any template when the list is empty).
+pub fn claim_of(claim: &str, statefulset: &str, templates: &[String]) -> bool {
+    let Some((head, n)) = claim.rsplit_once('-') else {
+        return false;
+    };
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let Some(template) = head
+        .strip_suffix(statefulset)
+        .and_then(|t| t.strip_suffix('-'))
+    else {
+        return false;
+    };
+    !template.is_empty() && (templates.is_empty() || templates.iter().any(|t| t == template))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_pods_and_claims() {
+        assert!(pod_of("pulsar-broker-0", "pulsar-broker"));
+        assert!(pod_of("pulsar-broker-12", "pulsar-broker"));
+        assert!(!pod_of("pulsar-broker-x", "pulsar-broker"));
+        assert!(!pod_of("pulsar-broker-canary-0", "pulsar-broker"));
+        assert!(!pod_of("pulsar-broker", "pulsar-broker"));
+        let t = vec!["ledgers".to_string()];
+        assert!(claim_of("ledgers-pulsar-bookie-0", "pulsar-bookie", &t));
+        assert!(!claim_of("journal-pulsar-bookie-0", "pulsar-bookie", &t));
+        assert!(claim_of("journal-pulsar-bookie-0", "pulsar-bookie", &[]));
+        assert!(!claim_of("pulsar-bookie-0", "pulsar-bookie", &[]));
+        assert!(!claim_of("ledgers-other-bookie-0", "pulsar-bookie", &[]));
+    }
+}
