@@ -148,6 +148,11 @@ impl Guard {
         Verdict::Allowed
     }
 
+    /// Whether the policy already has a bucket.
+    pub fn knows(&self, policy: &str) -> bool {
+        self.policies.contains_key(policy)
+    }
+
     /// Forgets a policy that no longer exists.
     pub fn forget(&mut self, policy: &str) {
         self.policies.remove(policy);

@@ -1,6 +1,8 @@
 //! pulsar-autoscaler: scales Apache Pulsar brokers and grows bookie volumes from declared policies.
 
+pub mod actuate;
 pub mod api;
+pub mod controller;
 pub mod decide;
 pub mod guard;
 pub mod metrics;

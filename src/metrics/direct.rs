@@ -118,6 +118,11 @@ impl DirectSource {
         self.pods = pods;
     }
 
+    /// Replaces where claim usage is read (the nodes running bookies change too).
+    pub fn set_kubelet(&mut self, kubelet: Option<KubeletStats>) {
+        self.kubelet = kubelet;
+    }
+
     async fn scrape(&self, pod: &PodEndpoint) -> Scraped {
         let result = async {
             let (status, body) = self.http.send(&pod.url, self.http.get(&pod.url)).await?;

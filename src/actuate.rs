@@ -1,0 +1,153 @@
+//! Every call that changes the cluster: StatefulSet `/scale`, claim expansion, policy status,
+//! Events. Each is a patch with the field manager `pulsar-autoscaler`.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use serde_json::json;
+
+use crate::api::{FIELD_MANAGER, ScalingPolicy, ScalingPolicyStatus};
+use crate::quantity;
+
+/// A failed call to the API server, with what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    /// RBAC refused the call; the message names the missing permission.
+    #[error("not allowed to {what}: {message}")]
+    Forbidden {
+        /// What was attempted.
+        what: String,
+        /// The API server's message (names user, verb and resource).
+        message: String,
+    },
+    /// The object is gone.
+    #[error("cannot {what}: not found")]
+    NotFound {
+        /// What was attempted.
+        what: String,
+    },
+    /// Any other failure.
+    #[error("cannot {what}: {source}")]
+    Api {
+        /// What was attempted.
+        what: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ActuateError {
+    /// Classifies a kube error for `what`.
+    pub fn from_kube(what: impl Into<String>, e: kube::Error) -> Self {
+        let what = what.into();
+        match e {
+            kube::Error::Api(s) if s.code == 403 => ActuateError::Forbidden {
+                what,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 404 => ActuateError::NotFound { what },
+            source => ActuateError::Api { what, source },
+        }
+    }
+
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ActuateError::Forbidden { .. } => "forbidden",
+            ActuateError::NotFound { .. } => "not_found",
+            ActuateError::Api { .. } => "api",
+        }
+    }
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// Current `spec.replicas` of a StatefulSet, read through its `/scale` subresource.
+pub async fn replicas(api: &Api<StatefulSet>, name: &str) -> Result<u32, ActuateError> {
+    let what = format!("get statefulsets/{name}/scale");
+    let scale = api
+        .get_scale(name)
+        .await
+        .map_err(|e| ActuateError::from_kube(&what, e))?;
+    Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32)
+}
+
+/// Sets `spec.replicas` through the `/scale` subresource.
+pub async fn scale(api: &Api<StatefulSet>, name: &str, replicas: u32) -> Result<(), ActuateError> {
+    let what = format!("patch statefulsets/{name}/scale");
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch_scale(name, &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ActuateError::from_kube(what, e))?;
+    Ok(())
+}
+
+/// Raises a claim's storage request to `bytes`.
+pub async fn expand(
+    api: &Api<PersistentVolumeClaim>,
+    name: &str,
+    bytes: u64,
+) -> Result<(), ActuateError> {
+    let what = format!("patch persistentvolumeclaims/{name}");
+    let size = quantity::format_bytes(bytes);
+    let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    api.patch(name, &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ActuateError::from_kube(what, e))?;
+    Ok(())
+}
+
+/// Writes the whole status by server-side apply; the controller owns every status field.
+pub async fn apply_status(
+    api: &Api<ScalingPolicy>,
+    name: &str,
+    status: &ScalingPolicyStatus,
+) -> Result<(), ActuateError> {
+    let what = format!("patch scalingpolicies/{name}/status");
+    let body = json!({
+        "apiVersion": "pulsar-autoscaler.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| ActuateError::from_kube(what, e))?;
+    Ok(())
+}
+
+/// Publishes an Event on the policy; failures are logged, never fatal (Events are best effort).
+pub async fn event(
+    recorder: &Recorder,
+    policy: &ObjectReference,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        // The API server rejects notes over 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, policy).await {
+        tracing::warn!(reason, error = %e, "cannot publish event");
+    }
+}
