@@ -4,6 +4,7 @@
 test:
 	bash scripts/test.sh
 
-# Regenerate crds/scalingpolicy.yaml from the Rust types.
+# Regenerate the CRD from the Rust types (crds/ and the copy deploy/ installs).
 crd:
 	cargo run -q -- crd > crds/scalingpolicy.yaml
+	cp crds/scalingpolicy.yaml deploy/crd.yaml
