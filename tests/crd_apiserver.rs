@@ -224,6 +224,144 @@ async fn invalid_policies_are_rejected_with_our_messages_and_validate_agrees() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Edge cases beyond the messages above: `validate` must accept exactly what the API server
+/// accepts (true) and refuse what it refuses (false).
+fn agreement_cases() -> Vec<(&'static str, String, bool)> {
+    let brokers = |extra: &str| {
+        format!(
+            "  brokers:\n    statefulSet: pulsar-broker\n    maxReplicas: 5\n{extra}    \
+             metrics:\n      - {{type: Throughput, targetPerBroker: 50Mi}}\n"
+        )
+    };
+    vec![
+        (
+            "integer-target",
+            brokers_with_metric("      - {type: MessageRate, targetPerBroker: 20000}\n"),
+            true,
+        ),
+        (
+            "fraction-target",
+            brokers_with_metric("      - {type: MessageRate, targetPerBroker: \"0.5\"}\n"),
+            true,
+        ),
+        (
+            "milli-target",
+            brokers_with_metric("      - {type: MessageRate, targetPerBroker: 100m}\n"),
+            true,
+        ),
+        (
+            "word-target",
+            brokers_with_metric("      - {type: MessageRate, targetPerBroker: lots}\n"),
+            false,
+        ),
+        (
+            "unquoted-fraction",
+            brokers_with_metric("      - {type: MessageRate, targetPerBroker: 0.5}\n"),
+            false,
+        ),
+        (
+            "unquoted-fraction-max-size",
+            "  bookies:\n    statefulSet: pulsar-bookie\n    maxSize: 1.5\n".into(),
+            false,
+        ),
+        (
+            "zero-max-size",
+            "  bookies:\n    statefulSet: pulsar-bookie\n    maxSize: \"0\"\n".into(),
+            false,
+        ),
+        (
+            "negative-increase",
+            format!("{BOOKIES}    increase: {{minimum: -1Gi}}\n"),
+            false,
+        ),
+        (
+            "zero-increase",
+            format!("{BOOKIES}    increase: {{minimum: \"0\"}}\n"),
+            true,
+        ),
+        (
+            "interval-in-days",
+            format!("  interval: 1d\n{BOOKIES}"),
+            true,
+        ),
+        ("min-replicas-zero", brokers("    minReplicas: 0\n"), false),
+        ("tolerance-one", brokers("    tolerance: 1.0\n"), false),
+        (
+            "ftp-url",
+            format!("  metricsSource: {{url: ftp://prometheus}}\n{BOOKIES}"),
+            false,
+        ),
+        (
+            "victoriametrics-without-url",
+            format!("  metricsSource: {{type: VictoriaMetrics}}\n{BOOKIES}"),
+            false,
+        ),
+        (
+            "both-auth-kinds",
+            format!(
+                "  metricsSource:\n    url: http://prometheus:9090\n    auth:\n      \
+             bearerTokenSecretRef: {{name: s, key: token}}\n      basicAuthSecretRef: {{name: s}}\n{BOOKIES}"
+            ),
+            false,
+        ),
+        (
+            "no-metrics",
+            "  brokers:\n    statefulSet: pulsar-broker\n    maxReplicas: 5\n    metrics: []\n"
+                .into(),
+            false,
+        ),
+        (
+            "utilization-on-throughput",
+            brokers_with_metric("      - {type: Throughput, targetUtilization: 50}\n"),
+            false,
+        ),
+        (
+            "custom-without-name",
+            brokers_with_metric("      - {type: Custom, query: sum(x), targetPerBroker: \"1\"}\n"),
+            false,
+        ),
+        (
+            "empty-max-step",
+            brokers("    scaleUp: {maxStep: {}}\n"),
+            false,
+        ),
+        (
+            "zero-rate",
+            format!("{BOOKIES}  rateLimit: {{actionsPerHour: 0}}\n"),
+            false,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn validate_agrees_with_the_api_server_on_edge_cases() {
+    let (_server, client) = server_with_crd().await;
+    let mut failures = Vec::new();
+    for (name, spec, valid) in agreement_cases() {
+        let yaml = policy(name, &spec);
+        let server_says = match create(&client, &yaml).await {
+            Ok(_) => None,
+            Err(kube::Error::Api(e)) if e.code == 422 => Some(e.message.clone()),
+            Err(e) => panic!("{name}: unexpected error: {e}"),
+        };
+        let validate_says: Vec<String> = check_yaml(&yaml)
+            .into_iter()
+            .map(|p| p.problem.to_string())
+            .collect();
+        if server_says.is_none() != valid {
+            failures.push(format!(
+                "{name}: API server: {server_says:?}, expected valid={valid}"
+            ));
+        }
+        if validate_says.is_empty() != valid {
+            failures.push(format!(
+                "{name}: validate: {validate_says:?}, expected valid={valid}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn status_subresource_and_printer_columns() {
     let (_server, client) = server_with_crd().await;
