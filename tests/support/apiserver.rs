@@ -492,7 +492,7 @@ async fn start_once(opts: &Builder, etcd_bin: &Path, apiserver_bin: &Path) -> Re
         "--log-level=warn".into(),
     ];
     let mut etcd = Process::spawn("etcd", etcd_bin, &etcd_args, path.join("etcd.log"))?;
-    wait_for_port(&mut etcd, client_port)?;
+    wait_for_port(&mut etcd, client_port).await?;
 
     let p = |f: &str| path.join(f).display().to_string();
     let mut args: Vec<String> = vec![
@@ -545,7 +545,7 @@ async fn start_once(opts: &Builder, etcd_bin: &Path, apiserver_bin: &Path) -> Re
 }
 
 /// Waits until etcd accepts connections on its client port.
-fn wait_for_port(process: &mut Process, port: u16) -> Result<()> {
+async fn wait_for_port(process: &mut Process, port: u16) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         process.check_running()?;
@@ -559,7 +559,7 @@ fn wait_for_port(process: &mut Process, port: u16) -> Result<()> {
                 process.log_tail()
             );
         }
-        std::thread::sleep(POLL);
+        tokio::time::sleep(POLL).await;
     }
 }
 
