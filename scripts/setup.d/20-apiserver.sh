@@ -64,7 +64,7 @@ else
   rm -rf "$etcd_dir"
   mv "$tmp_dir" "$etcd_dir"
 fi
-"$etcd" --version | head -n 1
+"$etcd" --version
 
 env_file=target/test-env
 touch "$env_file"
