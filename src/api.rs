@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const FIELD_MANAGER: &str = "pulsar-autoscaler";
 
 /// CEL rule for positive int-or-string quantities (`50Mi`, `"20000"`, `20000`).
-const POSITIVE_QUANTITY: &str = "isQuantity(string(self)) && quantity(string(self)).sign() == 1";
+// Not `.sign()`: kube-apiserver declares `sign` as a global function, not a Quantity method,
+// and refuses the CRD when it meets `quantity(...).sign()`.
+const POSITIVE_QUANTITY: &str =
+    "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))";
 /// Pattern of a duration the controller accepts: whole units, e.g. `30s`, `10m`, `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 
@@ -251,6 +254,8 @@ pub struct BrokerMetric {
     pub query: Option<String>,
     /// Target value per broker for totals (`50Mi` bytes/s, `"20000"` msgs/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Bounds the CEL rule's estimated cost: unbounded strings in a list exceed the CRD budget.
+    #[schemars(extend("maxLength" = 64))]
     #[x_kube(validation = Rule::new(POSITIVE_QUANTITY).message("targetPerBroker must be a positive quantity such as 50Mi or 20000"))]
     pub target_per_broker: Option<Quantity>,
     /// Target average utilization in percent, in (0, 100].
@@ -350,7 +355,7 @@ pub struct VolumeIncrease {
     pub percent: i32,
     /// At least this much per expansion. Default `10Gi`.
     #[serde(default = "default_increase_minimum")]
-    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() >= 0").message("increase.minimum must be a quantity such as 10Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("increase.minimum must be a quantity such as 10Gi"))]
     pub minimum: Quantity,
 }
 

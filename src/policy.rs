@@ -196,6 +196,10 @@ pub fn check_object(object: &Value) -> Result<(ScalingPolicy, Policy), Vec<Probl
     if !problems.is_empty() {
         return Err(problems);
     }
+    problems.extend(fractional_quantities(object));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let resource: ScalingPolicy = match serde_path_to_error::deserialize(object) {
         Ok(r) => r,
         Err(e) => {
@@ -227,6 +231,41 @@ pub fn check_object(object: &Value) -> Result<(ScalingPolicy, Policy), Vec<Probl
             Err(problems)
         }
     }
+}
+
+/// Quantity fields written as fractional YAML numbers (`maxSize: 1.5`). The API server takes
+/// only integers or strings there (`x-kubernetes-int-or-string`), while serde would accept them.
+fn fractional_quantities(object: &Value) -> Vec<Problem> {
+    let mut fields = vec![
+        (
+            "spec.bookies.maxSize".to_string(),
+            object.pointer("/spec/bookies/maxSize"),
+        ),
+        (
+            "spec.bookies.increase.minimum".to_string(),
+            object.pointer("/spec/bookies/increase/minimum"),
+        ),
+    ];
+    if let Some(metrics) = object
+        .pointer("/spec/brokers/metrics")
+        .and_then(Value::as_array)
+    {
+        for (i, m) in metrics.iter().enumerate() {
+            let path = format!("spec.brokers.metrics[{i}].targetPerBroker");
+            fields.push((path, m.get("targetPerBroker")));
+        }
+    }
+    fields
+        .into_iter()
+        .filter_map(|(path, value)| match value? {
+            // kubectl sends a whole float such as 2.0 as the integer 2, which is accepted.
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() != 0.0) => Some(Problem::new(
+                path,
+                format!("{n} must be quoted, e.g. \"{n}\": quantities are integers or strings"),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a CEL problem already covers a Rust one: same field, or a parent rule naming the field.
@@ -656,4 +695,36 @@ pub fn check_yaml(text: &str) -> Vec<DocumentProblem> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        check_yaml(yaml)
+            .into_iter()
+            .map(|p| p.problem.to_string())
+            .collect()
+    }
+
+    fn bookies(max_size: &str) -> String {
+        format!(
+            "apiVersion: pulsar-autoscaler.dev/v1alpha1\nkind: ScalingPolicy\n\
+             metadata: {{name: p}}\nspec:\n  bookies: {{statefulSet: b, maxSize: {max_size}}}\n"
+        )
+    }
+
+    #[test]
+    fn fractional_number_quantities_must_be_quoted() {
+        assert_eq!(
+            problems(&bookies("1.5")),
+            [
+                "spec.bookies.maxSize: 1.5 must be quoted, e.g. \"1.5\": quantities are integers or strings"
+            ]
+        );
+        assert!(problems(&bookies("\"1.5\"")).is_empty());
+        assert!(problems(&bookies("2000000")).is_empty());
+        assert!(problems(&bookies("2.0")).is_empty());
+    }
 }
