@@ -165,9 +165,9 @@ impl ApiServer {
             .expect("client for the test API server")
     }
 
-    /// A client authenticated as ServiceAccount `namespace/name` (created when absent) through
-    /// a TokenRequest, as a pod's projected token would be.
-    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
+    /// A token of ServiceAccount `namespace/name` (created when absent) from a TokenRequest,
+    /// as a pod's projected token would be.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> String {
         let admin = self.client().await;
         ensure_namespace(&admin, namespace).await;
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
@@ -198,7 +198,21 @@ impl ApiServer {
             .status
             .map(|s| s.token)
             .unwrap_or_else(|| panic!("TokenRequest for {namespace}/{name} returned no token"));
+        token
+    }
+
+    /// A client acting as the ServiceAccount `namespace/name` (created when missing).
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
+        let token = self.service_account_token(namespace, name).await;
         self.token_client(&token).await
+    }
+
+    /// Writes a kubeconfig for `token` into the server's dir, for processes under test.
+    pub fn write_kubeconfig(&self, file: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        fs::write(&path, kubeconfig_yaml(&self.url, &self.ca_file, &[("user", token)]))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
     }
 }
 
