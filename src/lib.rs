@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod decide;
+pub mod emulator;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
