@@ -21,6 +21,8 @@ const POSITIVE_QUANTITY: &str = "isQuantity(string(self)) && quantity(string(sel
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 
 /// Declares how one Pulsar cluster's brokers and bookie volumes are scaled.
+// Each printcolumn repeats `type_`/`description`; clippy reads them as one attribute's duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "pulsar-autoscaler.dev",

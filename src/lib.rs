@@ -3,6 +3,7 @@
 pub mod api;
 pub mod decide;
 pub mod emulator;
+pub mod evaluate;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::profile::Profile;
 
@@ -96,7 +96,7 @@ impl Claim {
 }
 
 /// What one broker serves at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerValues {
     /// Bytes/s in.
@@ -261,7 +261,7 @@ impl Cluster {
 }
 
 /// The emulator's ground truth: what each preset must return.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Truth {
     /// Seconds since the emulator started.
