@@ -6,7 +6,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use pulsar_autoscaler::emulator::{Config, Truth};
 use pulsar_autoscaler::metrics::{
-    Credentials, DirectSource, Flavor, MetricsSource, Preset, PrometheusSource, Target, collect,
+    Credentials, DirectSource, Flavor, MetricsSource, Preset, PrometheusSource, QueryResult,
+    Target, collect,
 };
 
 use crate::support::{self, ALL_BROKER_METRICS, Stack, close};
@@ -123,6 +124,47 @@ async fn every_preset_matches_the_ground_truth_from_every_source() {
         wrong.extend(check(source, &truth).await);
     }
     assert!(wrong.is_empty(), "mismatches:\n{}", wrong.join("\n"));
+
+    // The other result shapes, from both servers: scalar and range (matrix).
+    for s in [&prom, &vm] {
+        // Prometheus answers a scalar expression as a scalar, VictoriaMetrics as a one-element
+        // vector without labels; a Custom metric reads 2 from either.
+        let r = s.query("1 + 1", Timestamp::now()).await.unwrap();
+        match s.flavor() {
+            Flavor::Prometheus => assert!(
+                matches!(r, QueryResult::Scalar(p) if p.value == 2.0),
+                "{r:?}"
+            ),
+            Flavor::VictoriaMetrics => {
+                assert!(
+                    matches!(&r, QueryResult::Vector(v) if v.len() == 1 && v[0].point.value == 2.0),
+                    "{r:?}"
+                )
+            }
+        }
+        let p = s.custom("1 + 1", Timestamp::now()).await.unwrap();
+        assert_eq!(p.map(|p| p.value), Some(2.0));
+        let end = Timestamp::now();
+        let start = end - jiff::SignedDuration::from_secs(3);
+        let r = s
+            .query_range(
+                "pulsar_broker_throughput_in",
+                start,
+                end,
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        let QueryResult::Matrix(m) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m.iter()
+                .all(|s| !s.points.is_empty() && s.labels.contains_key("pod")),
+            "{m:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
