@@ -4,6 +4,8 @@ pub mod actuate;
 pub mod api;
 pub mod controller;
 pub mod decide;
+pub mod emulator;
+pub mod evaluate;
 pub mod guard;
 pub mod metrics;
 pub mod policy;

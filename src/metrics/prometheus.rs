@@ -5,7 +5,8 @@
 //! now − `-search.latencyOffset`, so `time=` is always sent; bad PromQL is HTTP 422 with
 //! `errorType: "422"` (Prometheus: 400 `bad_data`), which maps to the same
 //! [`MetricsError::Query`]; the cluster version serves the API under `/select/<tenant>/prometheus`,
-//! which is simply part of the configured URL.
+//! which is simply part of the configured URL; a scalar expression comes back as a one-element
+//! vector rather than a scalar, which a Custom metric sums to the same value.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

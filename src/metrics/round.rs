@@ -314,6 +314,166 @@ pub fn claim_of(claim: &str, statefulset: &str, templates: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::preset::Preset;
+
+    fn policy(max_staleness: &str) -> Policy {
+        let yaml = format!(
+            "apiVersion: pulsar-autoscaler.dev/v1alpha1
+kind: ScalingPolicy
+metadata: {{name: p, namespace: pulsar}}
+spec:
+  metricsSource: {{type: Prometheus, url: 'http://prom:9090', maxStaleness: {max_staleness}}}
+  brokers:
+    statefulSet: pulsar-broker
+    maxReplicas: 10
+    metrics:
+      - {{type: Throughput, targetPerBroker: 50Mi}}
+      - {{type: HeapMemory, targetUtilization: 75}}
+      - {{type: Custom, name: backlog, query: 'sum(b{{namespace=\"{{{{namespace}}}}\"}})', targetPerBroker: '1000'}}
+  bookies: {{statefulSet: pulsar-bookie, volumeClaimTemplates: [ledgers], maxSize: 1Ti}}
+"
+        );
+        let v: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        crate::policy::check_object(&v).unwrap().1
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn grouped(points: &[(&str, &str, f64, i64)]) -> Grouped {
+        Grouped {
+            points: points
+                .iter()
+                .map(|(ns, obj, v, t)| {
+                    (
+                        (ns.to_string(), obj.to_string()),
+                        Point {
+                            value: *v,
+                            at: at(*t),
+                        },
+                    )
+                })
+                .collect(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn splits_reduces_and_rejects_stale_and_nan() {
+        let p = policy("30s");
+        let t = Target {
+            namespace: "pulsar",
+            name: "p",
+            policy: &p,
+        };
+        let mut presets = BTreeMap::new();
+        presets.insert(
+            Preset::Throughput,
+            Ok(grouped(&[
+                ("pulsar", "pulsar-broker-0", 10.0, 100),
+                ("pulsar", "pulsar-broker-1", 20.0, 99),
+                // Too old, another namespace, another StatefulSet: none counted.
+                ("pulsar", "pulsar-broker-2", 1e9, 10),
+                ("other", "pulsar-broker-0", 1e9, 100),
+                ("pulsar", "pulsar-proxy-0", 1e9, 100),
+            ])),
+        );
+        presets.insert(
+            Preset::HeapMemory,
+            Ok(grouped(&[
+                ("pulsar", "pulsar-broker-0", 50.0, 100),
+                ("pulsar", "pulsar-broker-1", 70.0, 100),
+            ])),
+        );
+        presets.insert(
+            Preset::ClaimUsage,
+            Ok(grouped(&[
+                ("pulsar", "ledgers-pulsar-bookie-0", 81.0, 100),
+                ("pulsar", "ledgers-pulsar-bookie-1", f64::NAN, 100),
+                ("pulsar", "journal-pulsar-bookie-0", 99.0, 100),
+            ])),
+        );
+        let query = r#"sum(b{namespace="pulsar"})"#;
+        let mut custom = BTreeMap::new();
+        custom.insert(
+            query,
+            Ok(Some(Point {
+                value: 5.0,
+                at: at(0),
+            })),
+        );
+        let r = split(&t, &presets, &custom, "test", at(101));
+        let tp = r.brokers[0].sample.unwrap();
+        assert_eq!(
+            (tp.value, tp.reporting, tp.observed_at),
+            (30.0, Some(2), at(99))
+        );
+        assert!(
+            r.brokers[0]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("pulsar-broker-2: sample is 1m 31s old")
+        );
+        assert_eq!(r.brokers[1].sample.unwrap().value, 60.0);
+        // The custom value is 101 s old with maxStaleness 30 s: missing, not 5 and not 0.
+        assert!(r.brokers[2].sample.is_none());
+        assert!(
+            r.brokers[2]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("older than maxStaleness")
+        );
+        assert_eq!(r.claims.len(), 2);
+        assert_eq!(
+            r.claims["ledgers-pulsar-bookie-0"].sample.unwrap().value,
+            81.0
+        );
+        assert!(r.claims["ledgers-pulsar-bookie-1"].sample.is_none());
+        assert!(r.errors.is_empty());
+    }
+
+    #[test]
+    fn source_errors_make_every_value_missing() {
+        let p = policy("2m");
+        let t = Target {
+            namespace: "pulsar",
+            name: "p",
+            policy: &p,
+        };
+        let presets: BTreeMap<Preset, Result<Grouped, MetricsError>> =
+            [Preset::Throughput, Preset::HeapMemory, Preset::ClaimUsage]
+                .into_iter()
+                .map(|k| {
+                    (
+                        k,
+                        Err(MetricsError::Connect {
+                            url: "http://prom:9090".into(),
+                            detail: "refused".into(),
+                        }),
+                    )
+                })
+                .collect();
+        let r = split(&t, &presets, &BTreeMap::new(), "test", at(0));
+        assert!(
+            r.brokers
+                .iter()
+                .all(|m| m.sample.is_none() && m.problem.is_some())
+        );
+        assert_eq!(r.errors.len(), 3, "{:?}", r.errors);
+        assert!(r.claims.is_empty());
+        let plan = plan(&[t]);
+        assert_eq!(
+            plan.presets,
+            vec![Preset::Throughput, Preset::HeapMemory, Preset::ClaimUsage]
+        );
+        assert_eq!(
+            plan.custom,
+            vec![r#"sum(b{namespace="pulsar"})"#.to_string()]
+        );
+    }
 
     #[test]
     fn matches_pods_and_claims() {

@@ -4,3 +4,9 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod monitoring;
+pub mod pulsar;
+
+// The metrics-source tests call the monitoring helpers unqualified; other binaries do not.
+#[allow(unused_imports)]
+pub use monitoring::*;
