@@ -58,8 +58,18 @@ fn brokers_not_reporting_yet_count_as_idle() {
         &BrokerMemory::default(),
         at(0),
     );
-    assert_eq!(out.metrics[0].proposed_replicas, Some(11), "{:?}", out.metrics[0]);
-    assert_eq!(out.decision.action, Action::Hold, "{}", out.decision.reason());
+    assert_eq!(
+        out.metrics[0].proposed_replicas,
+        Some(11),
+        "{:?}",
+        out.metrics[0]
+    );
+    assert_eq!(
+        out.decision.action,
+        Action::Hold,
+        "{}",
+        out.decision.reason()
+    );
 }
 
 #[test]

@@ -236,12 +236,15 @@ pub fn run(
             })
         }
     };
-    let initial_replicas = options
-        .initial_replicas
-        .or_else(|| trace.first_value(&Column::Brokers).map(|v| v as u32))
-        .or(policy.brokers.as_ref().map(|b| b.min_replicas))
-        .unwrap_or(1)
-        .max(1);
+    // Without a brokers section no broker is modelled (and none is paid for).
+    let initial_replicas = match &policy.brokers {
+        None => 0,
+        Some(b) => options
+            .initial_replicas
+            .or_else(|| trace.first_value(&Column::Brokers).map(|v| v as u32))
+            .unwrap_or(b.min_replicas)
+            .max(1),
+    };
     if policy.suspend {
         notes.push("the policy is suspended: it evaluates nothing and changes nothing".into());
     }

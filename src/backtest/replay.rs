@@ -270,6 +270,7 @@ struct Watched {
     column: Option<usize>,
     kind: MetricType,
     target: f64,
+    tolerance: f64,
 }
 
 struct State<'a> {
@@ -293,10 +294,12 @@ struct State<'a> {
 
 impl<'a> State<'a> {
     fn new(trace: &'a Trace, policy: &Policy, setup: &Setup) -> Self {
+        let tolerance = policy.brokers.as_ref().map_or(0.0, |b| b.tolerance);
         let watch = |m: &MetricPolicy| Watched {
             column: trace.index(&metric_column(m)),
             kind: m.kind,
             target: m.target,
+            tolerance,
         };
         let watched = policy
             .brokers
@@ -441,12 +444,16 @@ impl<'a> State<'a> {
         self.replica_ms += i128::from(self.brokers.replicas()) * i128::from(dt);
         let ready = self.brokers.ready(from);
         let mut known = false;
-        let mut over = false;
+        let (mut over, mut far_over) = (false, false);
         for w in &self.watched {
             if let Some(v) = self.per_broker(w, ready) {
                 known = true;
                 over |= v > w.target;
+                far_over |= v > w.target * (1.0 + w.tolerance);
             }
+        }
+        if far_over {
+            self.summary.overload_beyond_tolerance_seconds += secs;
         }
         if over {
             self.summary.overload_seconds += secs;

@@ -33,6 +33,8 @@ pub struct Summary {
     pub broker_hours: f64,
     /// Seconds in which some metric per ready broker (or its utilization) was above its target.
     pub overload_seconds: f64,
+    /// Seconds in which some metric was above its target by more than the policy's tolerance.
+    pub overload_beyond_tolerance_seconds: f64,
     /// Seconds in which no metric of the policy was recorded, so load is unknown.
     pub load_unknown_seconds: f64,
     /// Name of the metric that stands for load (the first throughput, rate or custom one).
@@ -196,56 +198,72 @@ impl Report {
             _ => "-".into(),
         };
         let secs = |v: f64| units::duration(Duration::from_secs_f64(v.max(0.0)));
-        let mut rows: Vec<(&str, String, Option<String>)> = vec![
-            (
-                "scale-ups",
-                p.scale_ups.to_string(),
-                h.map(|h| h.scale_ups.to_string()),
-            ),
-            (
-                "scale-downs",
-                p.scale_downs.to_string(),
-                h.map(|h| h.scale_downs.to_string()),
-            ),
-            (
-                "direction changes",
-                p.direction_changes.to_string(),
-                h.map(|h| h.direction_changes.to_string()),
-            ),
-            (
-                "expansions",
-                p.expansions.to_string(),
-                h.map(|_| "-".into()),
-            ),
+        let brokers = self.load_kind.is_some();
+        let claims = self.initial_claim_size.is_some();
+        let mut rows: Vec<(&str, String, Option<String>)> = Vec::new();
+        if brokers {
+            rows.extend([
+                (
+                    "scale-ups",
+                    p.scale_ups.to_string(),
+                    h.map(|h| h.scale_ups.to_string()),
+                ),
+                (
+                    "scale-downs",
+                    p.scale_downs.to_string(),
+                    h.map(|h| h.scale_downs.to_string()),
+                ),
+                (
+                    "direction changes",
+                    p.direction_changes.to_string(),
+                    h.map(|h| h.direction_changes.to_string()),
+                ),
+                (
+                    "broker-hours",
+                    format!("{:.1}", p.broker_hours),
+                    h.map(|h| format!("{:.1}", h.broker_hours)),
+                ),
+                (
+                    "over target",
+                    secs(p.overload_seconds),
+                    h.map(|h| secs(h.overload_seconds)),
+                ),
+                (
+                    "over target+tolerance",
+                    secs(p.overload_beyond_tolerance_seconds),
+                    h.map(|h| secs(h.overload_beyond_tolerance_seconds)),
+                ),
+                (
+                    "peak load per broker",
+                    load(p.peak_load_per_broker),
+                    h.map(|h| load(h.peak_load_per_broker)),
+                ),
+                (
+                    "peak replicas",
+                    p.peak_replicas.to_string(),
+                    h.map(|h| h.peak_replicas.to_string()),
+                ),
+            ]);
+        }
+        if claims {
+            rows.extend([
+                (
+                    "expansions",
+                    p.expansions.to_string(),
+                    h.map(|_| "-".into()),
+                ),
+                (
+                    "max claim used",
+                    p.max_claim_used_percent
+                        .map_or("-".into(), |v| format!("{}%", units::number(v))),
+                    h.map(|_| "-".into()),
+                ),
+            ]);
+        }
+        rows.extend([
             (
                 "dropped by rate limit",
                 p.dropped_by_rate_limit.to_string(),
-                h.map(|_| "-".into()),
-            ),
-            (
-                "broker-hours",
-                format!("{:.1}", p.broker_hours),
-                h.map(|h| format!("{:.1}", h.broker_hours)),
-            ),
-            (
-                "overloaded",
-                secs(p.overload_seconds),
-                h.map(|h| secs(h.overload_seconds)),
-            ),
-            (
-                "peak load per broker",
-                load(p.peak_load_per_broker),
-                h.map(|h| load(h.peak_load_per_broker)),
-            ),
-            (
-                "peak replicas",
-                p.peak_replicas.to_string(),
-                h.map(|h| h.peak_replicas.to_string()),
-            ),
-            (
-                "max claim used",
-                p.max_claim_used_percent
-                    .map_or("-".into(), |v| format!("{}%", units::number(v))),
                 h.map(|_| "-".into()),
             ),
             (
@@ -253,7 +271,7 @@ impl Report {
                 secs(p.held_for_missing_data_seconds),
                 h.map(|h| secs(h.held_for_missing_data_seconds)),
             ),
-        ];
+        ]);
         if p.dry_run_decisions > 0 {
             rows.push((
                 "dry-run decisions",
