@@ -130,6 +130,7 @@ fn run_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 to,
                 step: args.step,
                 headers: loaded.policy.source.headers.clone(),
+                chunk_points: prometheus::CHUNK_POINTS,
             };
             (fetch_range(&range, &loaded)?, from, url.clone())
         }

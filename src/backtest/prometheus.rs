@@ -44,6 +44,8 @@ pub struct RangeQuery {
     pub step: Duration,
     /// Extra headers, e.g. `X-Scope-OrgID`.
     pub headers: BTreeMap<String, String>,
+    /// Points per range query at most (normally [`CHUNK_POINTS`]).
+    pub chunk_points: i64,
 }
 
 /// Why fetching failed.
@@ -238,7 +240,8 @@ pub async fn fetch(
             "the range covers more than a year; replay a shorter one".into(),
         ));
     }
-    let chunks = (points + CHUNK_POINTS - 1) / CHUNK_POINTS;
+    let chunk_points = range.chunk_points.clamp(1, CHUNK_POINTS);
+    let chunks = (points + chunk_points - 1) / chunk_points;
     let total = chunks as u64 * queries.len() as u64;
     let mut done = 0;
     progress(done, total);
@@ -248,8 +251,8 @@ pub async fn fetch(
     let from_ms = range.from.as_millisecond();
     for (q, (column, query)) in queries.iter().enumerate() {
         for chunk in 0..chunks {
-            let first = chunk * CHUNK_POINTS;
-            let last = ((chunk + 1) * CHUNK_POINTS - 1).min(points - 1);
+            let first = chunk * chunk_points;
+            let last = ((chunk + 1) * chunk_points - 1).min(points - 1);
             let at = |k: i64| Timestamp::from_millisecond(from_ms + k * step_ms);
             let (Ok(start), Ok(end)) = (at(first), at(last)) else {
                 return Err(FetchError::Range(
