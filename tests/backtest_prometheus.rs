@@ -47,6 +47,9 @@ fn throughput_in(pod: usize, t: i64) -> f64 {
     (10.0 + 5.0 * pod as f64) * MIB * (1.0 + (t - START) as f64 / 7200.0)
 }
 
+/// A series: its labels and its value at each time (`None`: no sample).
+type Series = (String, Box<dyn Fn(i64) -> Option<f64>>);
+
 fn in_gap(t: i64) -> bool {
     (GAP.0..GAP.1).contains(&t)
 }
@@ -72,8 +75,7 @@ fn openmetrics() -> String {
                 }
             }
         };
-    type Series = Vec<(String, Box<dyn Fn(i64) -> Option<f64>>)>;
-    let per_broker = |f: fn(usize, i64) -> f64, extra: &str| -> Series {
+    let per_broker = |f: fn(usize, i64) -> f64, extra: &str| -> Vec<Series> {
         brokers
             .iter()
             .enumerate()
@@ -117,7 +119,7 @@ fn openmetrics() -> String {
         Box::new(|_| Some(GIB)),
     ));
     gauge(&mut out, "jvm_memory_bytes_max", &heap_max);
-    let claim = |name: &str, used: fn(i64) -> f64| -> (String, Box<dyn Fn(i64) -> Option<f64>>) {
+    let claim = |name: &str, used: fn(i64) -> f64| -> Series {
         (
             format!(r#"namespace="pulsar",persistentvolumeclaim="{name}""#),
             Box::new(move |t| Some(used(t))),
