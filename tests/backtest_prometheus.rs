@@ -64,17 +64,16 @@ fn openmetrics() -> String {
         ("pulsar", "pulsar-broker-1"),
         ("other", "pulsar-broker-0"),
     ];
-    let gauge =
-        |out: &mut String, name: &str, series: &[(String, Box<dyn Fn(i64) -> Option<f64>>)]| {
-            writeln!(out, "# TYPE {name} gauge").unwrap();
-            for (labels, value) in series {
-                for t in times() {
-                    if let Some(v) = value(t) {
-                        writeln!(out, "{name}{{{labels}}} {v} {t}").unwrap();
-                    }
+    let gauge = |out: &mut String, name: &str, series: &[Series]| {
+        writeln!(out, "# TYPE {name} gauge").unwrap();
+        for (labels, value) in series {
+            for t in times() {
+                if let Some(v) = value(t) {
+                    writeln!(out, "{name}{{{labels}}} {v} {t}").unwrap();
                 }
             }
-        };
+        }
+    };
     let per_broker = |f: fn(usize, i64) -> f64, extra: &str| -> Vec<Series> {
         brokers
             .iter()
