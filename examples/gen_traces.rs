@@ -91,8 +91,13 @@ fn daily(seconds: f64, low: f64, high: f64) -> f64 {
 
 /// One day at 15 s: 150 MiB/s at night to 550 MiB/s in the afternoon, recorded on 12 brokers.
 pub fn diurnal() -> Trace {
+    diurnal_days(1)
+}
+
+/// The diurnal cycle over `days` days at 15 s (the replay-speed bench uses a week).
+pub fn diurnal_days(days: u32) -> Trace {
     let mut noise = Wander::new(1, 0.97, 0.006);
-    let rows = (0..5760)
+    let rows = (0..5760 * days)
         .map(|i| {
             let t = f64::from(i) * 15.0;
             broker_row(t, daily(t, 150.0 * MIB, 550.0 * MIB) * noise.next(), 12.0)
