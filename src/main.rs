@@ -95,10 +95,20 @@ fn parse_size(text: &str) -> Result<u64, String> {
     quantity::parse_bytes(text).map_err(|e| e.to_string())
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     // One process-wide TLS provider before any client exists (kube and reqwest share it).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            // The cause chain on one line; a backtrace helps nobody who mistyped a file name.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd => {
             print!(
