@@ -10,7 +10,7 @@ use crate::decide::{
     self, Action, Availability, BrokerMemory, ClaimState, Decision, Flags, Sample,
 };
 use crate::guard::{self, Guard, Verdict};
-use crate::policy::Policy;
+use crate::policy::{Policy, RateLimit};
 
 /// A `ScalingPolicy` as the controller runs it.
 pub struct PolicyScaler {
@@ -40,44 +40,9 @@ impl PolicyScaler {
         }
     }
 
-    /// Carries out (or records) a change through the safety clamp and the rate limiter.
-    fn carry_out(&mut self, decision: &Decision, safety: Verdict, now: Timestamp) -> Record {
-        let mut record = Record {
-            seconds: 0.0,
-            target: decision.target.clone(),
-            action: decision.action,
-            outcome: Outcome::Carried,
-            from: decision.from,
-            to: decision.to,
-            reason: decision.reason(),
-        };
-        let wanted = format!("{} {} → {}", decision.action, decision.from, decision.to);
-        if decision.dry_run {
-            record.outcome = Outcome::DryRun;
-            record.reason = format!("{wanted} recorded only (dryRun): {}", record.reason);
-            return record;
-        }
-        let verdict = match safety {
-            Verdict::Allowed => self.guard.admit(&self.name, self.policy.rate_limit, now),
-            refused => refused,
-        };
-        match verdict {
-            Verdict::Allowed => {}
-            Verdict::RateLimited(why) => {
-                record.outcome = Outcome::Dropped;
-                record.reason =
-                    format!("{wanted} dropped: {why}; wanted because {}", record.reason);
-            }
-            Verdict::Unsafe(why) => {
-                record.outcome = Outcome::Refused;
-                record.reason = format!("{wanted} refused by a safety clamp: {why}");
-            }
-        }
-        record
-    }
-
     fn brokers(&mut self, view: &View<'_>, eval: &mut Evaluation) {
-        let Some(policy) = self.policy.brokers.clone() else {
+        let flags = self.flags();
+        let Some(policy) = &self.policy.brokers else {
             return;
         };
         let samples: Vec<Option<Sample>> = policy
@@ -86,15 +51,15 @@ impl PolicyScaler {
             .map(|m| view.metric_sample(m))
             .collect();
         let outcome = decide::decide_brokers(
-            &policy,
-            self.flags(),
+            policy,
+            flags,
             self.policy.source.max_staleness,
             view.replicas,
             &samples,
             &self.memory,
             view.now,
         );
-        self.memory = outcome.memory.clone();
+        self.memory = outcome.memory;
         let proposals = outcome.metrics.iter().filter_map(|m| m.proposed_replicas);
         eval.held_for_missing_data |= match &outcome.availability {
             Availability::Unavailable(_) => true,
@@ -105,8 +70,16 @@ impl PolicyScaler {
         if !decision.is_change() {
             return;
         }
-        let safety = guard::check_brokers(&policy, &decision);
-        let record = self.carry_out(&decision, safety, view.now);
+        let safety = guard::check_brokers(policy, &decision);
+        let limit = self.policy.rate_limit;
+        let record = carry_out(
+            &mut self.guard,
+            &self.name,
+            limit,
+            &decision,
+            safety,
+            view.now,
+        );
         if record.outcome == Outcome::Carried {
             self.memory.note_action(decision.action, view.now);
             eval.replicas = u32::try_from(decision.to).ok();
@@ -115,7 +88,8 @@ impl PolicyScaler {
     }
 
     fn claim(&mut self, view: &View<'_>, claim: &ClaimView, eval: &mut Evaluation) {
-        let Some(policy) = self.policy.bookies.clone() else {
+        let flags = self.flags();
+        let Some(policy) = &self.policy.bookies else {
             return;
         };
         let resize_in_progress = claim
@@ -139,8 +113,8 @@ impl PolicyScaler {
             last_expand: self.last_expand,
         };
         let outcome = decide::decide_claim(
-            &policy,
-            self.flags(),
+            policy,
+            flags,
             self.policy.source.max_staleness,
             &state,
             view.now,
@@ -150,14 +124,64 @@ impl PolicyScaler {
         if !decision.is_change() {
             return;
         }
-        let safety = guard::check_claim(&policy, &decision);
-        let record = self.carry_out(&decision, safety, view.now);
+        let safety = guard::check_claim(policy, &decision);
+        let limit = self.policy.rate_limit;
+        let record = carry_out(
+            &mut self.guard,
+            &self.name,
+            limit,
+            &decision,
+            safety,
+            view.now,
+        );
         if record.outcome == Outcome::Carried && decision.action == Action::Expand {
             self.last_expand = Some(view.now);
             eval.claim_size = Some(decision.to);
         }
         eval.records.push(record);
     }
+}
+
+/// Carries out (or records) a change through the safety clamp and the policy's rate limiter.
+fn carry_out(
+    guard: &mut Guard,
+    name: &str,
+    limit: RateLimit,
+    decision: &Decision,
+    safety: Verdict,
+    now: Timestamp,
+) -> Record {
+    let mut record = Record {
+        seconds: 0.0,
+        target: decision.target.clone(),
+        action: decision.action,
+        outcome: Outcome::Carried,
+        from: decision.from,
+        to: decision.to,
+        reason: decision.reason(),
+    };
+    let wanted = format!("{} {} → {}", decision.action, decision.from, decision.to);
+    if decision.dry_run {
+        record.outcome = Outcome::DryRun;
+        record.reason = format!("{wanted} recorded only (dryRun): {}", record.reason);
+        return record;
+    }
+    let verdict = match safety {
+        Verdict::Allowed => guard.admit(name, limit, now),
+        refused => refused,
+    };
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::RateLimited(why) => {
+            record.outcome = Outcome::Dropped;
+            record.reason = format!("{wanted} dropped: {why}; wanted because {}", record.reason);
+        }
+        Verdict::Unsafe(why) => {
+            record.outcome = Outcome::Refused;
+            record.reason = format!("{wanted} refused by a safety clamp: {why}");
+        }
+    }
+    record
 }
 
 impl Autoscaler for PolicyScaler {
