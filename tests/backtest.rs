@@ -464,3 +464,23 @@ fn a_policy_metric_without_its_column_is_named() {
     let err = backtest::run(&trace, &policy("diurnal"), &options()).unwrap_err();
     assert!(err.to_string().contains("`message_rate`"), "{err}");
 }
+
+#[test]
+fn a_trace_may_start_later_than_zero() {
+    let mut text = String::from("seconds,throughput_bytes\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},800\n", 3600 + i * 15));
+    }
+    let trace = Trace::parse(text.as_bytes()).unwrap();
+    let report = backtest::run(&trace, &brokers_policy(false, 100, 10), &options()).unwrap();
+    assert_eq!(report.policy.summary.duration_seconds, 39.0 * 15.0);
+    let first = broker_changes(&report.policy.records).next().unwrap();
+    assert_eq!(first.seconds, 3600.0);
+    let dir = tempfile::tempdir().unwrap();
+    report.write(dir.path()).unwrap();
+    assert!(
+        svg_texts(&dir.path().join("chart.svg"))
+            .iter()
+            .any(|t| t == series::REPLICAS_POLICY)
+    );
+}

@@ -151,10 +151,19 @@ fn segments(
     out.into_iter().map(reduce).collect()
 }
 
-/// A step line of replicas (or bytes) from the start value and the changes carried out.
-fn steps(run: &Run, start: f64, end: f64, broker: bool, scale: f64, div: f64) -> Vec<(f64, f64)> {
+/// A step line of replicas (or bytes) over `[from, to]` seconds, from the start value and the
+/// changes carried out.
+fn steps(
+    run: &Run,
+    start: f64,
+    (from, to): (f64, f64),
+    broker: bool,
+    scale: f64,
+    div: f64,
+) -> Vec<(f64, f64)> {
+    let end = to;
     let mut v = start;
-    let mut out = vec![(0.0, v / div)];
+    let mut out = vec![(from / scale, v / div)];
     for r in carried(&run.records, broker) {
         let x = r.seconds / scale;
         out.push((x, v / div));
@@ -163,6 +172,18 @@ fn steps(run: &Run, start: f64, end: f64, broker: bool, scale: f64, div: f64) ->
     }
     out.push((end / scale, v / div));
     out
+}
+
+/// First and last trace second.
+fn seconds_range(report: &Report) -> (f64, f64) {
+    let start = report.start_seconds;
+    (start, start + report.policy.summary.duration_seconds)
+}
+
+/// The x axis in chart units.
+fn x_range(report: &Report, scale: f64) -> (f64, f64) {
+    let (from, to) = seconds_range(report);
+    (from / scale, to / scale)
 }
 
 fn carried(records: &[Record], broker: bool) -> impl Iterator<Item = &Record> {
@@ -179,7 +200,7 @@ fn load_panel(
 ) -> DrawResult {
     let s = &report.policy.summary;
     let (div, value_unit) = value_scale(report.load_kind);
-    let end = s.duration_seconds / scale;
+    let (x0, end) = x_range(report, scale);
     let ours = segments(&report.policy.points, |p| p.load_per_broker, scale, div);
     let theirs = report
         .hpa
@@ -202,7 +223,7 @@ fn load_panel(
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end.max(1e-9), 0f64..(peak * 1.1).max(1e-9))?;
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(peak * 1.1).max(1e-9))?;
     chart
         .configure_mesh()
         .x_desc(unit)
@@ -228,7 +249,7 @@ fn load_panel(
     }
     chart
         .draw_series(LineSeries::new(
-            [(0.0, target), (end, target)],
+            [(x0, target), (end, target)],
             TARGET_COLOR.stroke_width(2),
         ))?
         .label(series::TARGET)
@@ -248,26 +269,26 @@ fn replica_panel(
     scale: f64,
     unit: &str,
 ) -> DrawResult {
-    let s = &report.policy.summary;
     let start = f64::from(report.initial_replicas);
-    let ours = steps(&report.policy, start, s.duration_seconds, true, scale, 1.0);
+    let span = seconds_range(report);
+    let ours = steps(&report.policy, start, span, true, scale, 1.0);
     let theirs = report
         .hpa
         .as_ref()
-        .map(|h| steps(h, start, s.duration_seconds, true, scale, 1.0));
+        .map(|h| steps(h, start, span, true, scale, 1.0));
     let top = ours
         .iter()
         .chain(theirs.iter().flatten())
         .map(|p| p.1)
         .chain(report.policy.records.iter().map(|r| r.to as f64))
         .fold(1.0, f64::max);
-    let end = s.duration_seconds / scale;
+    let (x0, end) = x_range(report, scale);
     let mut chart = ChartBuilder::on(area)
         .caption("broker replicas and decisions", ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end.max(1e-9), 0f64..(top * 1.15).ceil())?;
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(top * 1.15).ceil())?;
     chart
         .configure_mesh()
         .x_desc(unit)
@@ -334,9 +355,15 @@ fn claim_panel(
     unit: &str,
 ) -> DrawResult {
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-    let s = &report.policy.summary;
     let start = report.initial_claim_size.unwrap_or(0) as f64;
-    let size = steps(&report.policy, start, s.duration_seconds, false, scale, GIB);
+    let size = steps(
+        &report.policy,
+        start,
+        seconds_range(report),
+        false,
+        scale,
+        GIB,
+    );
     let used = segments(
         &report.policy.points,
         |p| Some(p.claim_used_percent? / 100.0 * p.claim_size? as f64),
@@ -348,13 +375,13 @@ fn claim_panel(
         .chain(used.iter().flatten())
         .map(|p| p.1)
         .fold(1.0, f64::max);
-    let end = s.duration_seconds / scale;
+    let (x0, end) = x_range(report, scale);
     let mut chart = ChartBuilder::on(area)
         .caption("ledger claim size and usage", ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end.max(1e-9), 0f64..top * 1.1)?;
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..top * 1.1)?;
     chart.configure_mesh().x_desc(unit).y_desc("GiB").draw()?;
     if let Some(threshold) = report.expand_at_used_percent {
         let line: Vec<(f64, f64)> = size

@@ -274,6 +274,7 @@ pub fn run(
         policy_name: loaded.name.clone(),
         source: options.source.clone(),
         rows: trace.rows.len(),
+        start_seconds: trace.rows.first().map_or(0.0, |r| r.seconds),
         step_seconds: trace.step_seconds(),
         initial_replicas,
         ready_delay: options.ready_delay,

@@ -66,6 +66,8 @@ pub struct Report {
     pub source: String,
     /// Rows replayed.
     pub rows: usize,
+    /// `seconds` of the first row.
+    pub start_seconds: f64,
     /// Most common gap between rows, in seconds.
     pub step_seconds: f64,
     /// Broker pods at the start.
