@@ -79,9 +79,9 @@ proptest! {
         // Whether metric `c` had a value within maxStaleness (2m) before `t`.
         let fresh = |t: f64, c: usize| {
             trace.rows.iter()
-                .filter(|r| r.seconds <= t && r.values[c].is_some())
+                .rev()
+                .find(|r| r.seconds <= t && r.values[c].is_some())
                 .map(|r| r.seconds)
-                .last()
                 .is_some_and(|d| t - d <= 120.0)
         };
         for run in [&report.policy, report.hpa.as_ref().unwrap()] {
