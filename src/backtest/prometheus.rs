@@ -30,6 +30,8 @@ pub const LEDGER_CAPACITY: &str = r#"max(kubelet_volume_stats_capacity_bytes{nam
 
 /// Points per range query at most (Prometheus refuses more than 11,000 per series).
 pub const CHUNK_POINTS: i64 = 5_000;
+/// Points per column at most in one fetch (a week at 1 s steps fits; a year at 1 s does not).
+pub const MAX_POINTS: i64 = 2_000_000;
 
 /// A time range and where to query it.
 #[derive(Debug, Clone)]
@@ -239,6 +241,11 @@ pub async fn fetch(
         return Err(FetchError::Range(
             "the range covers more than a year; replay a shorter one".into(),
         ));
+    }
+    if points > MAX_POINTS {
+        return Err(FetchError::Range(format!(
+            "{points} points per query is more than {MAX_POINTS}; use a coarser --step"
+        )));
     }
     let chunk_points = range.chunk_points.clamp(1, CHUNK_POINTS);
     let chunks = (points + chunk_points - 1) / chunk_points;

@@ -340,12 +340,12 @@ impl<'a> State<'a> {
     fn ingest(&mut self, i: usize, t: i64, epoch: Timestamp) -> Result<(), ReplayError> {
         let row = &self.trace.rows[i];
         let observed_at = at(epoch, t)?;
-        if let Some(b) = self.brokers_column.and_then(|c| row.values[c]) {
+        if let Some(b) = self.brokers_column.and_then(|c| row.value(c)) {
             self.recorded_brokers = b;
         }
         let ready = self.brokers.ready(t);
         for (c, column) in self.trace.columns.iter().enumerate() {
-            let Some(v) = row.values[c] else { continue };
+            let Some(v) = row.value(c) else { continue };
             let value = match column {
                 Column::Heap | Column::Direct => {
                     model::utilization(v, self.recorded_brokers, ready)
@@ -426,8 +426,8 @@ impl<'a> State<'a> {
 
     /// Value of a watched metric per ready broker (or utilization) at row `row`.
     fn per_broker(&self, w: &Watched, ready: u32) -> Option<f64> {
-        let row = &self.trace.rows[self.current_row?];
-        let v = row.values[w.column?]?;
+        let row = self.trace.rows.get(self.current_row?)?;
+        let v = row.value(w.column?)?;
         Some(if w.kind.is_utilization() {
             model::utilization(v, self.recorded_brokers, ready)
         } else {
@@ -474,7 +474,7 @@ impl<'a> State<'a> {
         let ready = self.brokers.ready(t);
         self.note_peak(ready);
         let used = self.current_row.and_then(|i| {
-            let v = self.trace.rows[i].values[self.ledger_column?]?;
+            let v = self.trace.rows.get(i)?.value(self.ledger_column?)?;
             Some(self.claim.as_ref()?.used_percent(v))
         });
         self.points.push(Point {

@@ -188,10 +188,8 @@ impl Report {
             self.policy_name,
             self.source,
             self.rows,
-            units::duration(Duration::from_secs_f64(self.step_seconds)),
-            units::duration(Duration::from_secs_f64(
-                self.policy.summary.duration_seconds
-            )),
+            units::duration(seconds(self.step_seconds)),
+            units::duration(seconds(self.policy.summary.duration_seconds)),
         );
         let p = &self.policy.summary;
         let h = self.hpa.as_ref().map(|r| &r.summary);
@@ -199,7 +197,7 @@ impl Report {
             (Some(v), Some(kind)) => units::metric_value(kind, v),
             _ => "-".into(),
         };
-        let secs = |v: f64| units::duration(Duration::from_secs_f64(v.max(0.0)));
+        let secs = |v: f64| units::duration(seconds(v));
         let brokers = self.load_kind.is_some();
         let claims = self.initial_claim_size.is_some();
         let mut rows: Vec<(&str, String, Option<String>)> = Vec::new();
@@ -333,6 +331,11 @@ impl Report {
         })?;
         Ok(())
     }
+}
+
+/// A duration from seconds; zero for anything negative or not finite.
+fn seconds(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_default()
 }
 
 /// Writes records as `seconds,target,action,from,to,reason`.

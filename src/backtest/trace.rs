@@ -90,6 +90,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// The value of column `i`, `None` when missing (or when the row is shorter).
+    pub fn value(&self, i: usize) -> Option<f64> {
+        self.values.get(i).copied().flatten()
+    }
+
     /// Time from the start in whole milliseconds.
     pub fn millis(&self) -> i64 {
         (self.seconds * 1000.0).round() as i64
@@ -258,7 +263,7 @@ impl Trace {
     /// First non-missing value of a column.
     pub fn first_value(&self, column: &Column) -> Option<f64> {
         let i = self.index(column)?;
-        self.rows.iter().find_map(|r| r.values[i])
+        self.rows.iter().find_map(|r| r.value(i))
     }
 
     /// Time covered, from the first to the last row, in seconds.
