@@ -1,6 +1,6 @@
-//! `backtest --prometheus` against a real Prometheus: known series are backfilled with
-//! `promtool tsdb create-blocks-from openmetrics`, Prometheus serves them on a loopback port,
-//! and the range fetch must return exactly them.
+//! `backtest --prometheus` against a real Prometheus and a real VictoriaMetrics: known series
+//! are backfilled (`promtool tsdb create-blocks-from openmetrics`, VictoriaMetrics' import API),
+//! the servers answer on loopback ports, and the range fetch must return exactly them.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -20,14 +20,14 @@ const MIB: f64 = 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * MIB;
 
 /// Finds a Debian-packaged binary or fails with the install command.
-fn binary(name: &str) -> PathBuf {
+fn binary(name: &str, package: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|dir| dir.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
-        panic!("{name} is not installed; run `apt-get install prometheus` (scripts/setup.d/10-prometheus.sh does)")
+        panic!("{name} is not installed; run `apt-get install {package}` (scripts/setup.d/10-prometheus.sh does)")
     })
 }
 
@@ -55,8 +55,9 @@ fn in_gap(t: i64) -> bool {
 }
 
 /// OpenMetrics text: two brokers and one bookie in namespace `pulsar`, a broker of another
-/// namespace, and three claims; broker series pause for 15 minutes.
-fn openmetrics() -> String {
+/// namespace, and three claims; broker series pause for 15 minutes. Timestamps are seconds
+/// times `unit` (1 for OpenMetrics, 1000 for the Prometheus text VictoriaMetrics imports).
+fn openmetrics(unit: i64) -> String {
     let mut out = String::new();
     let times = || (START..=END).step_by(15);
     let brokers = [
@@ -69,7 +70,7 @@ fn openmetrics() -> String {
         for (labels, value) in series {
             for t in times() {
                 if let Some(v) = value(t) {
-                    writeln!(out, "{name}{{{labels}}} {v} {t}").unwrap();
+                    writeln!(out, "{name}{{{labels}}} {v} {}", t * unit).unwrap();
                 }
             }
         }
@@ -154,10 +155,10 @@ fn free_port() -> u16 {
 }
 
 async fn start_prometheus(dir: &Path) -> Server {
-    let prometheus = binary("prometheus");
-    let promtool = binary("promtool");
+    let prometheus = binary("prometheus", "prometheus");
+    let promtool = binary("promtool", "prometheus");
     let input = dir.join("series.om");
-    std::fs::write(&input, openmetrics()).unwrap();
+    std::fs::write(&input, openmetrics(1)).unwrap();
     let data = dir.join("data");
     let backfill = Command::new(&promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
@@ -186,17 +187,62 @@ async fn start_prometheus(dir: &Path) -> Server {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
+    wait_ready(server, "/-/ready", &dir.join("prometheus.log")).await
+}
+
+async fn wait_ready(server: Server, path: &str, log: &Path) -> Server {
     let client = reqwest::Client::new();
     for _ in 0..240 {
-        if let Ok(r) = client.get(format!("{}/-/ready", server.url)).send().await
+        if let Ok(r) = client.get(format!("{}{path}", server.url)).send().await
             && r.status().is_success()
         {
             return server;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
-    panic!("prometheus did not get ready:\n{log}");
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("the server did not get ready:\n{log}");
+}
+
+async fn start_victoriametrics(dir: &Path) -> Server {
+    let port = free_port();
+    let log = dir.join("vm.log");
+    let child = Command::new(binary("victoria-metrics", "victoria-metrics"))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.join("vm-data").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-retentionPeriod=100y")
+        .arg("-search.latencyOffset=0s")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let server = wait_ready(server, "/health", &log).await;
+    let client = reqwest::Client::new();
+    let imported = client
+        .post(format!("{}/api/v1/import/prometheus", server.url))
+        .body(openmetrics(1000))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        imported.status().is_success(),
+        "{:?}",
+        imported.text().await
+    );
+    let flushed = client
+        .get(format!("{}/internal/force_flush", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(flushed.status().is_success());
+    server
 }
 
 const POLICY: &str = r#"
@@ -363,4 +409,44 @@ async fn fetches_known_series_in_chunks_and_replays_them() {
         Some(u64::from(report.policy.summary.scale_ups))
     );
     assert_eq!(summary["trace"]["rows"], 481);
+}
+
+#[tokio::test]
+async fn fetches_the_same_series_from_victoriametrics() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_victoriametrics(dir.path()).await;
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    let loaded = backtest::load_policy(&policy_file).unwrap();
+    let queries = prometheus::queries(&loaded);
+    let client = reqwest::Client::new();
+    let trace = prometheus::fetch(&client, &range(&server.url), &queries, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(trace.rows.len(), 481);
+    let col = |c: Column| trace.index(&c).unwrap();
+    let value = |t: i64, c: Column| trace.rows[((t - START) / 15) as usize].values[col(c)];
+    for t in [START, START + 1800, START + 3570, END] {
+        let want: f64 = (0..2).map(|p| 3.0 * throughput_in(p, t)).sum();
+        let got = value(t, Column::Throughput).unwrap();
+        assert!(
+            (got - want).abs() < 1.0,
+            "throughput at {t}: {got} vs {want}"
+        );
+        assert_eq!(value(t, Column::Brokers), Some(2.0));
+        let heap = value(t, Column::Heap).unwrap();
+        assert!((heap - 50.0).abs() < 1e-9, "{heap}");
+        let used = value(t, Column::LedgerUsed).unwrap();
+        assert_eq!(used, 50.0 * GIB + (t - START) as f64 * MIB);
+    }
+    // VictoriaMetrics bridges only short gaps; the middle of a 15-minute pause is missing.
+    for t in (GAP.0 + 300..GAP.1 - 60).step_by(15) {
+        assert_eq!(value(t, Column::Throughput), None, "at {t}");
+    }
+    let bad = [(Column::Throughput, "sum(".to_string())];
+    match prometheus::fetch(&client, &range(&server.url), &bad, &mut |_, _| {}).await {
+        Err(FetchError::Server { status, .. }) => assert_eq!(status, 422),
+        other => panic!("expected a server error, got {other:?}"),
+    }
 }
