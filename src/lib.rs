@@ -2,6 +2,7 @@
 
 pub mod actuate;
 pub mod api;
+pub mod backtest;
 pub mod controller;
 pub mod decide;
 pub mod emulator;

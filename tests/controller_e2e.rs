@@ -36,7 +36,11 @@ fn condition(sp: &ScalingPolicy, type_: &str) -> Option<(String, String, String)
 }
 
 fn decisions(sp: &ScalingPolicy) -> Vec<DecisionRecord> {
-    let mut d = sp.status.as_ref().map(|s| s.decisions.clone()).unwrap_or_default();
+    let mut d = sp
+        .status
+        .as_ref()
+        .map(|s| s.decisions.clone())
+        .unwrap_or_default();
     d.reverse(); // oldest first
     d
 }
@@ -48,12 +52,21 @@ fn actions<'a>(d: &'a [DecisionRecord], action: &str) -> Vec<&'a DecisionRecord>
 async fn wait_replicas(p: &Pulsar, want: u32) {
     eventually(&format!("brokers reach {want}"), 480, || async {
         let got = p.replicas().await;
-        if got == want { Ok(()) } else { Err(format!("{got} replicas")) }
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got} replicas"))
+        }
     })
     .await;
 }
 
-async fn wait_condition(p: &Pulsar, policy: &str, type_: &str, status: &str) -> (String, String, String) {
+async fn wait_condition(
+    p: &Pulsar,
+    policy: &str,
+    type_: &str,
+    status: &str,
+) -> (String, String, String) {
     eventually(&format!("{type_}={status}"), 480, || async {
         let sp = p.policy(policy).await;
         match condition(&sp, type_) {
@@ -73,12 +86,21 @@ fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 async fn reconciles(c: &Controller) -> f64 {
-    counter(&c.metrics().await, "pulsar_autoscaler_reconcile_duration_seconds_count", &[])
+    counter(
+        &c.metrics().await,
+        "pulsar_autoscaler_reconcile_duration_seconds_count",
+        &[],
+    )
 }
 
 async fn leader(c: &Controller) -> Option<f64> {
     let text = c.metrics().await;
-    text.lines().find(|l| l.starts_with("pulsar_autoscaler_leader "))?.rsplit(' ').next()?.parse().ok()
+    text.lines()
+        .find(|l| l.starts_with("pulsar_autoscaler_leader "))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The Throughput preset's value as Prometheus shows it now.
@@ -116,11 +138,19 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     let at_scale_up = eventually("a scale-up", 480, || async {
         let count = reconciles(&c).await;
         let sp = p.policy("brokers").await;
-        if actions(&decisions(&sp), "ScaleUp").is_empty() { Err("none yet".to_string()) } else { Ok(count) }
+        if actions(&decisions(&sp), "ScaleUp").is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(count)
+        }
     })
     .await;
     // One evaluation may still read the round cached just before the crossing.
-    assert!(at_scale_up - seen <= 3.0, "scale-up took {} evaluations after the crossing", at_scale_up - seen);
+    assert!(
+        at_scale_up - seen <= 3.0,
+        "scale-up took {} evaluations after the crossing",
+        at_scale_up - seen
+    );
     wait_replicas(&p, 6).await;
 
     // Down: only after the window, one step per cooldown, never below minReplicas.
@@ -133,7 +163,10 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     let log = decisions(&sp);
     let downs = actions(&log, "ScaleDown");
     assert_eq!(downs.len(), 4, "6 → 2 one replica at a time: {log:#?}");
-    assert!(downs[0].time.0.duration_since(dropped_at).as_secs_f64() >= 12.0, "first scale-down inside the window");
+    assert!(
+        downs[0].time.0.duration_since(dropped_at).as_secs_f64() >= 12.0,
+        "first scale-down inside the window"
+    );
     for pair in downs.windows(2) {
         let gap = pair[1].time.0.duration_since(pair[0].time.0).as_secs_f64();
         assert!(gap >= 6.0, "scale-downs {gap}s apart, cooldown is 6s");
@@ -146,13 +179,38 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     assert!(events.iter().any(|e| e.0 == "ScaledUp"), "{events:?}");
     assert!(events.iter().any(|e| e.0 == "ScaledDown"), "{events:?}");
     let text = c.metrics().await;
-    assert!(counter(&text, "pulsar_autoscaler_decisions_total", &["action=\"ScaleDown\"", "result=\"applied\""]) >= 4.0);
-    assert_eq!(counter(&text, "pulsar_autoscaler_current_replicas", &["policy=\"brokers\""]), 2.0);
+    assert!(
+        counter(
+            &text,
+            "pulsar_autoscaler_decisions_total",
+            &["action=\"ScaleDown\"", "result=\"applied\""]
+        ) >= 4.0
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "pulsar_autoscaler_current_replicas",
+            &["policy=\"brokers\""]
+        ),
+        2.0
+    );
     // The managed field shows who changed replicas.
-    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = kube::Api::namespaced(p.admin.clone(), "pulsar");
-    let managers: Vec<String> =
-        sts.get("pulsar-broker").await.unwrap().metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
-    assert!(managers.iter().any(|m| m == "pulsar-autoscaler"), "{managers:?}");
+    let sts: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        kube::Api::namespaced(p.admin.clone(), "pulsar");
+    let managers: Vec<String> = sts
+        .get("pulsar-broker")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "pulsar-autoscaler"),
+        "{managers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,12 +228,22 @@ async fn a_prometheus_outage_holds_replicas_and_says_why() {
     // Longer than the down window and cooldown: a scale-down would have happened by now.
     let before = reconciles(&c).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(reconciles(&c).await > before, "evaluation went on during the outage");
+    assert!(
+        reconciles(&c).await > before,
+        "evaluation went on during the outage"
+    );
     assert_eq!(p.replicas().await, 3);
     let sp = p.policy("brokers").await;
-    assert!(decisions(&sp).is_empty(), "no decision during the outage: {:?}", decisions(&sp));
+    assert!(
+        decisions(&sp).is_empty(),
+        "no decision during the outage: {:?}",
+        decisions(&sp)
+    );
     let events = p.events("brokers").await;
-    assert!(events.iter().any(|e| e.0 == "MetricsUnavailable"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.0 == "MetricsUnavailable"),
+        "{events:?}"
+    );
 
     // Back: evaluation resumes and the low load scales down.
     p.restart_prometheus().await;
@@ -185,7 +253,12 @@ async fn a_prometheus_outage_holds_replicas_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookie_claims_grow_until_max_size_and_never_when_not_allowed() {
-    let shape = Shape { ledger_used: 70.0, journal_used: 90.0, journal_expandable: false, ..Shape::default() };
+    let shape = Shape {
+        ledger_used: 70.0,
+        journal_used: 90.0,
+        journal_expandable: false,
+        ..Shape::default()
+    };
     let p = Pulsar::start(shape).await;
     let _c = p.controller("a");
     p.create_policy(
@@ -206,7 +279,11 @@ rateLimit: {actionsPerHour: 1000, burst: 100}
     // 50Gi at 70 % → 60Gi (58 %) → 72Gi capped at 70Gi (50 %) → at maxSize.
     let volume = eventually("the ledgers claim reaches AtMaxSize", 480, || async {
         let sp = p.policy("disks").await;
-        let v = sp.status.and_then(|s| s.bookies).and_then(|b| b.volumes.into_iter().find(|v| v.claim == "ledgers-pulsar-bookie-0"));
+        let v = sp.status.and_then(|s| s.bookies).and_then(|b| {
+            b.volumes
+                .into_iter()
+                .find(|v| v.claim == "ledgers-pulsar-bookie-0")
+        });
         match v {
             Some(v) if v.state == "AtMaxSize" => Ok(v),
             other => Err(format!("{other:?}")),
@@ -215,21 +292,56 @@ rateLimit: {actionsPerHour: 1000, burst: 100}
     .await;
     assert_eq!(volume.requested.map(|q| q.0).as_deref(), Some("70Gi"));
     let pvc = p.claim("ledgers-pulsar-bookie-0").await;
-    let request = pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0.clone();
+    let request = pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"]
+        .0
+        .clone();
     assert_eq!(request, "70Gi");
     let sp = p.policy("disks").await;
-    let expands = actions(&decisions(&sp), "Expand").into_iter().filter(|d| d.target == "pvc/ledgers-pulsar-bookie-0").cloned().collect::<Vec<_>>();
-    assert_eq!(expands.iter().map(|d| d.to).collect::<Vec<_>>(), vec![60 << 30, 70 << 30]);
-    let gap = expands[1].time.0.duration_since(expands[0].time.0).as_secs_f64();
+    let expands = actions(&decisions(&sp), "Expand")
+        .into_iter()
+        .filter(|d| d.target == "pvc/ledgers-pulsar-bookie-0")
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        expands.iter().map(|d| d.to).collect::<Vec<_>>(),
+        vec![60 << 30, 70 << 30]
+    );
+    let gap = expands[1]
+        .time
+        .0
+        .duration_since(expands[0].time.0)
+        .as_secs_f64();
     assert!(gap >= 5.0, "expansions {gap}s apart, cooldown is 5s");
 
     // The journal's StorageClass forbids expansion: never patched, and the status says why.
-    let journal = sp.status.unwrap().bookies.unwrap().volumes.into_iter().find(|v| v.claim == "journal-pulsar-bookie-0").unwrap();
+    let journal = sp
+        .status
+        .unwrap()
+        .bookies
+        .unwrap()
+        .volumes
+        .into_iter()
+        .find(|v| v.claim == "journal-pulsar-bookie-0")
+        .unwrap();
     assert_eq!(journal.state, "Blocked");
-    assert!(journal.message.unwrap_or_default().contains("allowVolumeExpansion"));
+    assert!(
+        journal
+            .message
+            .unwrap_or_default()
+            .contains("allowVolumeExpansion")
+    );
     let pvc = p.claim("journal-pulsar-bookie-0").await;
-    let managers: Vec<String> = pvc.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
-    assert!(!managers.iter().any(|m| m == "pulsar-autoscaler"), "journal claim was patched: {managers:?}");
+    let managers: Vec<String> = pvc
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m == "pulsar-autoscaler"),
+        "journal claim was patched: {managers:?}"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     let events = p.events("disks").await;
     let count = |reason: &str| events.iter().filter(|e| e.0 == reason).count();
@@ -242,11 +354,15 @@ rateLimit: {actionsPerHour: 1000, burst: 100}
 async fn dry_run_records_and_suspend_does_nothing() {
     let p = Pulsar::start(Shape::default()).await;
     let _c = p.controller("a");
-    p.create_policy("brokers", &format!("dryRun: true\n{BROKERS}")).await;
+    p.create_policy("brokers", &format!("dryRun: true\n{BROKERS}"))
+        .await;
     p.set_load(2.0).await;
     let d = eventually("a dry-run decision", 480, || async {
         let sp = p.policy("brokers").await;
-        decisions(&sp).into_iter().find(|d| d.action == "ScaleUp").ok_or_else(|| "none".to_string())
+        decisions(&sp)
+            .into_iter()
+            .find(|d| d.action == "ScaleUp")
+            .ok_or_else(|| "none".to_string())
     })
     .await;
     assert!(d.dry_run && d.from == 3 && d.to == 6, "{d:?}");
@@ -255,13 +371,30 @@ async fn dry_run_records_and_suspend_does_nothing() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(p.replicas().await, 3, "dry run changed the StatefulSet");
     let sp = p.policy("brokers").await;
-    assert_eq!(decisions(&sp).len(), 1, "the same dry-run decision is not logged every interval");
-    assert!(p.events("brokers").await.iter().any(|e| e.0 == "DryRunScaleUp"));
+    assert_eq!(
+        decisions(&sp).len(),
+        1,
+        "the same dry-run decision is not logged every interval"
+    );
+    assert!(
+        p.events("brokers")
+            .await
+            .iter()
+            .any(|e| e.0 == "DryRunScaleUp")
+    );
 
-    p.patch_policy("brokers", json!({"spec": {"dryRun": false, "suspend": true}})).await;
+    p.patch_policy(
+        "brokers",
+        json!({"spec": {"dryRun": false, "suspend": true}}),
+    )
+    .await;
     wait_condition(&p, "brokers", "Suspended", "True").await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(p.replicas().await, 3, "a suspended policy changed the StatefulSet");
+    assert_eq!(
+        p.replicas().await,
+        3,
+        "a suspended policy changed the StatefulSet"
+    );
     assert_eq!(decisions(&p.policy("brokers").await).len(), 1);
 }
 
@@ -287,17 +420,34 @@ async fn a_restart_continues_the_window_and_cooldown_from_status() {
     let log = decisions(&p.policy("brokers").await);
     let downs = actions(&log, "ScaleDown");
     let waited = downs[0].time.0.duration_since(dropped_at).as_secs_f64();
-    assert!(waited >= 25.0, "scale-down {waited}s after the drop, inside the 25s window");
-    assert_eq!(actions(&log, "ScaleUp").len(), 1, "no extra action after the restart: {log:#?}");
+    assert!(
+        waited >= 25.0,
+        "scale-down {waited}s after the drop, inside the 25s window"
+    );
+    assert_eq!(
+        actions(&log, "ScaleUp").len(),
+        1,
+        "no extra action after the restart: {log:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_acts_and_a_standby_takes_over() {
     let p = Pulsar::start(Shape::default()).await;
     let mut a = p.controller("a");
-    eventually("a leads", 240, || async { if leader(&a).await == Some(1.0) { Ok(()) } else { Err("not yet".to_string()) } }).await;
+    eventually("a leads", 240, || async {
+        if leader(&a).await == Some(1.0) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
     let mut b = p.controller("b");
-    eventually("b serves metrics", 240, || async { leader(&b).await.ok_or_else(|| "no metrics".to_string()) }).await;
+    eventually("b serves metrics", 240, || async {
+        leader(&b).await.ok_or_else(|| "no metrics".to_string())
+    })
+    .await;
     p.create_policy("brokers", BROKERS).await;
     p.set_load(2.0).await;
     wait_replicas(&p, 6).await;
@@ -307,17 +457,36 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     assert!(events.iter().all(|e| e.2 == "a"), "only a acts: {events:?}");
 
     a.kill();
-    eventually("b takes over", 480, || async { if leader(&b).await == Some(1.0) { Ok(()) } else { Err("not yet".to_string()) } }).await;
+    eventually("b takes over", 480, || async {
+        if leader(&b).await == Some(1.0) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
     p.set_load(0.5).await;
     wait_replicas(&p, 5).await;
-    assert!(p.events("brokers").await.iter().any(|e| e.0 == "ScaledDown" && e.2 == "b"));
+    assert!(
+        p.events("brokers")
+            .await
+            .iter()
+            .any(|e| e.0 == "ScaledDown" && e.2 == "b")
+    );
 
     // SIGTERM releases the Lease at once.
     b.terminate();
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(p.admin.clone(), "pulsar-autoscaler");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(p.admin.clone(), "pulsar-autoscaler");
     let lease = leases.get("pulsar-autoscaler").await.unwrap();
-    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-    assert!(holder.is_empty(), "lease still held by {holder:?} after SIGTERM");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty(),
+        "lease still held by {holder:?} after SIGTERM"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,14 +512,38 @@ rateLimit: {actionsPerHour: 2, burst: 2}
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     let log = decisions(&p.policy("flappy").await);
-    let applied = log.iter().filter(|d| d.action == "ScaleUp" || d.action == "ScaleDown").count();
-    let dropped = log.iter().filter(|d| d.action.starts_with("Dropped")).count();
-    assert!(applied <= 2, "burst 2 at 2/h allows two actions, got {applied}: {log:#?}");
+    let applied = log
+        .iter()
+        .filter(|d| d.action == "ScaleUp" || d.action == "ScaleDown")
+        .count();
+    let dropped = log
+        .iter()
+        .filter(|d| d.action.starts_with("Dropped"))
+        .count();
+    assert!(
+        applied <= 2,
+        "burst 2 at 2/h allows two actions, got {applied}: {log:#?}"
+    );
     assert!(dropped >= 1, "flapping load must hit the limit: {log:#?}");
-    assert!(log.iter().filter(|d| d.action.starts_with("Dropped")).all(|d| d.reason.contains("rate limit")));
+    assert!(
+        log.iter()
+            .filter(|d| d.action.starts_with("Dropped"))
+            .all(|d| d.reason.contains("rate limit"))
+    );
     let text = c.metrics().await;
-    assert!(counter(&text, "pulsar_autoscaler_decisions_total", &["result=\"rate_limited\""]) >= 1.0);
-    assert!(p.events("flappy").await.iter().any(|e| e.0 == "ActionDropped"));
+    assert!(
+        counter(
+            &text,
+            "pulsar_autoscaler_decisions_total",
+            &["result=\"rate_limited\""]
+        ) >= 1.0
+    );
+    assert!(
+        p.events("flappy")
+            .await
+            .iter()
+            .any(|e| e.0 == "ActionDropped")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,16 +552,31 @@ async fn a_missing_permission_is_named_not_a_crash() {
     let mut c = p.controller("a");
     // The ClusterRole without `patch` on statefulsets/scale.
     let rbac = std::fs::read_to_string("deploy/rbac.yaml").unwrap();
-    let reduced = rbac.replace("    resources: [statefulsets/scale]\n    verbs: [get, patch]", "    resources: [statefulsets/scale]\n    verbs: [get]");
+    let reduced = rbac.replace(
+        "    resources: [statefulsets/scale]\n    verbs: [get, patch]",
+        "    resources: [statefulsets/scale]\n    verbs: [get]",
+    );
     assert_ne!(rbac, reduced, "deploy/rbac.yaml changed shape");
     support::pulsar::apply_yaml(&p.admin, &reduced).await;
     p.create_policy("brokers", BROKERS).await;
     p.set_load(2.0).await;
     let (_, _, message) = wait_condition(&p, "brokers", "Ready", "False").await;
-    assert!(message.contains("statefulsets/scale") && message.contains("patch"), "{message}");
-    assert!(p.events("brokers").await.iter().any(|e| e.0 == "ActionFailed"));
+    assert!(
+        message.contains("statefulsets/scale") && message.contains("patch"),
+        "{message}"
+    );
+    assert!(
+        p.events("brokers")
+            .await
+            .iter()
+            .any(|e| e.0 == "ActionFailed")
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(c.running(), "the controller must not exit; log:\n{}", c.log_text());
+    assert!(
+        c.running(),
+        "the controller must not exit; log:\n{}",
+        c.log_text()
+    );
     assert_eq!(p.replicas().await, 3);
 
     support::pulsar::apply_yaml(&p.admin, &rbac).await;

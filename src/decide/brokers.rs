@@ -316,12 +316,26 @@ fn evaluate_metric(
             eval.reason = format!("{value_text} with 0 brokers, not used");
             return eval;
         }
-        let ratio = value / m.target;
-        let proposal = (f64::from(current) * ratio - EPSILON).ceil();
+        // Brokers that do not report yet (just started) carry no load. Counting them at the
+        // reporting brokers' utilization would make a scale-up still warming up ask for more,
+        // again and again; like the HPA, count them as idle (scale-down is blocked anyway).
+        let base = s.reporting.map_or(current, |n| n.min(current));
+        if base == 0 {
+            eval.problem = Some("no broker reported".into());
+            eval.reason = format!("{value_text} from 0 of {current} brokers, not used");
+            return eval;
+        }
+        let proposal = (f64::from(base) * value / m.target - EPSILON).ceil();
+        let ratio = f64::from(base) * value / (f64::from(current) * m.target);
+        let over = if base < current {
+            format!("{base} of {current}")
+        } else {
+            current.to_string()
+        };
         (
             ratio,
             proposal,
-            format!("{value_text} average over {current} brokers vs target {target_text}"),
+            format!("{value_text} average over {over} brokers vs target {target_text}"),
         )
     } else {
         let per_broker = value / f64::from(current.max(1));

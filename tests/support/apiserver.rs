@@ -191,14 +191,13 @@ impl ApiServer {
             },
             ..TokenRequest::default()
         };
-        let token = accounts
+        accounts
             .create_token_request(name, &PostParams::default(), &request)
             .await
             .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
             .status
             .map(|s| s.token)
-            .unwrap_or_else(|| panic!("TokenRequest for {namespace}/{name} returned no token"));
-        token
+            .unwrap_or_else(|| panic!("TokenRequest for {namespace}/{name} returned no token"))
     }
 
     /// A client acting as the ServiceAccount `namespace/name` (created when missing).
@@ -210,8 +209,11 @@ impl ApiServer {
     /// Writes a kubeconfig for `token` into the server's dir, for processes under test.
     pub fn write_kubeconfig(&self, file: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(file);
-        fs::write(&path, kubeconfig_yaml(&self.url, &self.ca_file, &[("user", token)]))
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        fs::write(
+            &path,
+            kubeconfig_yaml(&self.url, &self.ca_file, &[("user", token)]),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
 }

@@ -51,7 +51,14 @@ pub struct Shape {
 
 impl Default for Shape {
     fn default() -> Self {
-        Shape { brokers: 3, bookies: 1, ledger_gi: 50, ledger_used: 40.0, journal_used: 5.0, journal_expandable: true }
+        Shape {
+            brokers: 3,
+            bookies: 1,
+            ledger_gi: 50,
+            ledger_used: 40.0,
+            journal_used: 5.0,
+            journal_expandable: true,
+        }
     }
 }
 
@@ -88,14 +95,22 @@ pub async fn apply_yaml(client: &Client, text: &str) {
         let obj: DynamicObject = serde_json::from_value(value).expect("a Kubernetes object");
         let types = obj.types.clone().expect("apiVersion and kind");
         let gvk = GroupVersionKind::try_from(&types).expect("group/version/kind");
-        let (resource, caps) = pinned_kind(client, &gvk).await.unwrap_or_else(|e| panic!("discovering {gvk:?}: {e}"));
+        let (resource, caps) = pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("discovering {gvk:?}: {e}"));
         let api: Api<DynamicObject> = match (caps.scope, obj.namespace()) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &resource),
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), &ns, &resource)
+            }
             _ => Api::all_with(client.clone(), &resource),
         };
-        api.patch(&obj.name_any(), &PatchParams::apply("pulsar-autoscaler-tests").force(), &Patch::Apply(&obj))
-            .await
-            .unwrap_or_else(|e| panic!("applying {} {}: {e}", gvk.kind, obj.name_any()));
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply("pulsar-autoscaler-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {}: {e}", gvk.kind, obj.name_any()));
     }
 }
 
@@ -104,7 +119,9 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let obj: K = serde_json::from_value(value).expect("object");
-    api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.meta().name))
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.meta().name))
 }
 
 impl Pulsar {
@@ -114,13 +131,21 @@ impl Pulsar {
         monitoring::crypto();
         let api = ApiServer::start().await;
         let admin = api.client().await;
-        let crd: CustomResourceDefinition =
-            serde_yaml_ng::from_str(&std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml")).expect("CRD");
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+            &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
+        )
+        .expect("CRD");
         apply_crd(&admin, &crd).await;
         ensure_namespace(&admin, CONTROLLER_NS).await;
         ensure_namespace(&admin, NS).await;
-        apply_yaml(&admin, &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml")).await;
-        let token = api.service_account_token(CONTROLLER_NS, "pulsar-autoscaler").await;
+        apply_yaml(
+            &admin,
+            &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml"),
+        )
+        .await;
+        let token = api
+            .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
+            .await;
         let controller_kubeconfig = api.write_kubeconfig("controller.kubeconfig", &token);
 
         let classes: Api<StorageClass> = Api::all(admin.clone());
@@ -131,15 +156,31 @@ impl Pulsar {
         }
         let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
         create(&sts, statefulset("pulsar-broker", shape.brokers, json!([]))).await;
-        let journal_class = if shape.journal_expandable { "expandable" } else { "fixed" };
+        let journal_class = if shape.journal_expandable {
+            "expandable"
+        } else {
+            "fixed"
+        };
         let templates = json!([
             claim_template("ledgers", "expandable", shape.ledger_gi),
             claim_template("journal", journal_class, 10),
         ]);
         create(&sts, statefulset("pulsar-bookie", shape.bookies, templates)).await;
         for i in 0..shape.bookies {
-            bind_claim(&admin, &format!("ledgers-pulsar-bookie-{i}"), "expandable", shape.ledger_gi).await;
-            bind_claim(&admin, &format!("journal-pulsar-bookie-{i}"), journal_class, 10).await;
+            bind_claim(
+                &admin,
+                &format!("ledgers-pulsar-bookie-{i}"),
+                "expandable",
+                shape.ledger_gi,
+            )
+            .await;
+            bind_claim(
+                &admin,
+                &format!("journal-pulsar-bookie-{i}"),
+                journal_class,
+                10,
+            )
+            .await;
         }
 
         let config = Config {
@@ -152,11 +193,20 @@ impl Pulsar {
             ..Config::default()
         };
         let emu = monitoring::emulator(config).await;
-        let scrape = pulsar_autoscaler::emulator::scrape_config(&monitoring::state(&emu).await, "1s");
+        let scrape =
+            pulsar_autoscaler::emulator::scrape_config(&monitoring::state(&emu).await, "1s");
         let mut prom = monitoring::prometheus(&scrape, None);
         monitoring::ready(&mut prom, "/-/ready", &monitoring::client()).await;
         let sync = tokio::spawn(sync_loop(admin.clone(), emu.control_url()));
-        let pulsar = Pulsar { api, admin, emu, prom, scrape, controller_kubeconfig, sync };
+        let pulsar = Pulsar {
+            api,
+            admin,
+            emu,
+            prom,
+            scrape,
+            controller_kubeconfig,
+            sync,
+        };
         pulsar.wait_for_series().await;
         pulsar
     }
@@ -205,15 +255,20 @@ impl Pulsar {
         let spec = spec_yaml.replace("{{prometheus}}", &self.prom.url);
         let spec: serde_json::Value = serde_yaml_ng::from_str(&spec).expect("policy spec");
         let api: Api<ScalingPolicy> = Api::namespaced(self.admin.clone(), NS);
-        create(&api, json!({"apiVersion": "pulsar-autoscaler.dev/v1alpha1", "kind": "ScalingPolicy",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}))
+        create(
+            &api,
+            json!({"apiVersion": "pulsar-autoscaler.dev/v1alpha1", "kind": "ScalingPolicy",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        )
         .await
     }
 
     /// Replaces a policy's spec fields by a merge patch.
     pub async fn patch_policy(&self, name: &str, patch: serde_json::Value) {
         let api: Api<ScalingPolicy> = Api::namespaced(self.admin.clone(), NS);
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patching the policy");
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patching the policy");
     }
 
     /// The policy as stored now.
@@ -225,7 +280,12 @@ impl Pulsar {
     /// The broker StatefulSet's replicas.
     pub async fn replicas(&self) -> u32 {
         let api: Api<StatefulSet> = Api::namespaced(self.admin.clone(), NS);
-        api.get("pulsar-broker").await.expect("broker StatefulSet").spec.and_then(|s| s.replicas).unwrap_or(0) as u32
+        api.get("pulsar-broker")
+            .await
+            .expect("broker StatefulSet")
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(0) as u32
     }
 
     /// A claim as stored now.
@@ -253,7 +313,11 @@ impl Pulsar {
 
     /// Starts the controller as the ServiceAccount, with leader election in its namespace.
     pub fn controller(&self, identity: &str) -> Controller {
-        Controller::start(&self.controller_kubeconfig, identity, self.api.dir().join(format!("{identity}.log")))
+        Controller::start(
+            &self.controller_kubeconfig,
+            identity,
+            self.api.dir().join(format!("{identity}.log")),
+        )
     }
 }
 
@@ -297,9 +361,17 @@ async fn bind_claim(admin: &Client, name: &str, class: &str, gi: u64) {
                  "resources": {"requests": {"storage": size}}}}))
     .await;
     let status = json!({"status": {"phase": "Bound", "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"]}});
-    pvcs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("binding the claim");
+    pvcs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("binding the claim");
     let pv_status = json!({"status": {"phase": "Bound"}});
-    pvs.patch_status(&format!("pv-{name}"), &PatchParams::default(), &Patch::Merge(&pv_status)).await.expect("binding the volume");
+    pvs.patch_status(
+        &format!("pv-{name}"),
+        &PatchParams::default(),
+        &Patch::Merge(&pv_status),
+    )
+    .await
+    .expect("binding the volume");
 }
 
 /// Keeps the emulator in step with the API server: broker count from the StatefulSet, claim
@@ -322,13 +394,32 @@ async fn sync_loop(admin: Client, control: String) {
         if let Ok(list) = pvcs.list(&Default::default()).await {
             let mut sizes = BTreeMap::new();
             for pvc in list.items {
-                let want = pvc.spec.as_ref().and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")).cloned();
-                let have = pvc.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")).cloned();
-                let (Some(want), Some(have)) = (want, have) else { continue };
+                let want = pvc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .cloned();
+                let have = pvc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref())
+                    .and_then(|c| c.get("storage"))
+                    .cloned();
+                let (Some(want), Some(have)) = (want, have) else {
+                    continue;
+                };
                 let bytes = pulsar_autoscaler::quantity::parse_bytes(&want.0).unwrap_or(0);
                 if want != have {
                     let status = json!({"status": {"capacity": {"storage": want}}});
-                    let _ = pvcs.patch_status(&pvc.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
+                    let _ = pvcs
+                        .patch_status(
+                            &pvc.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&status),
+                        )
+                        .await;
                 }
                 sizes.insert(pvc.name_any(), bytes);
             }
@@ -356,7 +447,13 @@ impl Controller {
             .args(["run", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(["--leader-election", "--lease-namespace", CONTROLLER_NS, "--lease-duration", "6"])
+            .args([
+                "--leader-election",
+                "--lease-namespace",
+                CONTROLLER_NS,
+                "--lease-duration",
+                "6",
+            ])
             .args(["--identity", identity])
             .env("RUST_LOG", "info,pulsar_autoscaler=debug")
             .stdin(Stdio::null())
@@ -364,7 +461,11 @@ impl Controller {
             .stderr(err)
             .spawn()
             .expect("starting pulsar-autoscaler run");
-        Controller { child: Some(child), metrics_url: format!("http://127.0.0.1:{port}/metrics"), log }
+        Controller {
+            child: Some(child),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
     }
 
     /// Kills the process at once (SIGKILL): no chance to release the Lease.
@@ -388,7 +489,9 @@ impl Controller {
 
     /// Whether the process still runs.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The controller's own `/metrics` text, empty when unreachable.

@@ -1,0 +1,422 @@
+//! `chart.svg`: load per ready broker against the target, replicas over time with the
+//! decisions as markers (policy and HPA side by side), and the ledger claim's size and usage.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::replay::{Outcome, Point, Record, Run};
+use super::report::Report;
+use crate::api::MetricType;
+use crate::decide::Action;
+
+/// Legend names, so that readers (and tests) can find each series.
+pub mod series {
+    /// Load metric per ready broker under the policy.
+    pub const LOAD_POLICY: &str = "load per ready broker (policy)";
+    /// Load metric per ready broker under the HPA baseline.
+    pub const LOAD_HPA: &str = "load per ready broker (HPA)";
+    /// The load metric's target per broker.
+    pub const TARGET: &str = "target per broker";
+    /// Broker replicas under the policy.
+    pub const REPLICAS_POLICY: &str = "replicas (policy)";
+    /// Broker replicas under the HPA baseline.
+    pub const REPLICAS_HPA: &str = "replicas (HPA)";
+    /// Scale-ups carried out by the policy.
+    pub const SCALE_UP: &str = "scale-up (policy)";
+    /// Scale-downs carried out by the policy.
+    pub const SCALE_DOWN: &str = "scale-down (policy)";
+    /// Changes the rate limiter dropped.
+    pub const DROPPED: &str = "dropped by rate limit";
+    /// HPA changes.
+    pub const HPA_CHANGE: &str = "change (HPA)";
+    /// Ledger claim size.
+    pub const CLAIM_SIZE: &str = "claim size";
+    /// Ledger claim used space.
+    pub const CLAIM_USED: &str = "claim used";
+    /// Used space at which the policy expands.
+    pub const CLAIM_THRESHOLD: &str = "expand threshold";
+    /// Expansions carried out.
+    pub const EXPANSION: &str = "expansion";
+}
+
+/// Points per line at most; longer series are reduced to per-bucket maxima (peaks stay visible).
+const MAX_POINTS: usize = 1500;
+const WIDTH: u32 = 1280;
+const PANEL_HEIGHT: u32 = 340;
+
+const POLICY_COLOR: RGBColor = RGBColor(31, 119, 180);
+const HPA_COLOR: RGBColor = RGBColor(255, 127, 14);
+const TARGET_COLOR: RGBColor = RGBColor(214, 39, 40);
+const UP_COLOR: RGBColor = RGBColor(44, 160, 44);
+const DOWN_COLOR: RGBColor = RGBColor(148, 103, 189);
+const GREY: RGBColor = RGBColor(127, 127, 127);
+
+/// Draws the chart of `report` into `path`.
+pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
+    let mut svg = String::new();
+    render(report, &mut svg).map_err(|e| e.to_string())?;
+    std::fs::write(path, svg).map_err(|e| e.to_string())
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Renders the chart as SVG text.
+pub fn render(report: &Report, out: &mut String) -> DrawResult {
+    let brokers = report.policy.summary.load_metric.is_some();
+    let claims = report.policy.points.iter().any(|p| p.claim_size.is_some());
+    let panels = usize::from(brokers) * 2 + usize::from(claims);
+    let panels = panels.max(1);
+    let height = PANEL_HEIGHT * panels as u32;
+    {
+        let root = SVGBackend::with_string(out, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let areas = root.split_evenly((panels, 1));
+        let (scale, unit) = time_scale(report.policy.summary.duration_seconds);
+        let mut next = areas.iter();
+        if brokers {
+            if let Some(area) = next.next() {
+                load_panel(report, area, scale, unit)?;
+            }
+            if let Some(area) = next.next() {
+                replica_panel(report, area, scale, unit)?;
+            }
+        }
+        if claims && let Some(area) = next.next() {
+            claim_panel(report, area, scale, unit)?;
+        }
+        root.present()?;
+    }
+    Ok(())
+}
+
+/// Seconds per x unit and the unit's name.
+fn time_scale(duration: f64) -> (f64, &'static str) {
+    if duration > 3.0 * 86400.0 {
+        (86400.0, "days")
+    } else if duration > 3.0 * 3600.0 {
+        (3600.0, "hours")
+    } else {
+        (60.0, "minutes")
+    }
+}
+
+/// Divisor and unit name for the load metric's values.
+fn value_scale(kind: Option<MetricType>) -> (f64, &'static str) {
+    match kind {
+        Some(MetricType::Throughput) => (1024.0 * 1024.0, "MiB/s per broker"),
+        Some(MetricType::MessageRate) => (1.0, "msg/s per broker"),
+        Some(MetricType::HeapMemory | MetricType::DirectMemory) => (1.0, "percent"),
+        _ => (1.0, "per broker"),
+    }
+}
+
+/// Reduces `(x, y)` pairs to at most [`MAX_POINTS`] by taking each bucket's highest `y`.
+fn reduce(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_POINTS {
+        return points;
+    }
+    let per = points.len().div_ceil(MAX_POINTS);
+    points
+        .chunks(per)
+        .filter_map(|c| {
+            c.iter()
+                .copied()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(_, y)| (c[0].0, y))
+        })
+        .collect()
+}
+
+/// Continuous stretches of a series that has gaps (missing data breaks the line).
+fn segments(
+    points: &[Point],
+    value: impl Fn(&Point) -> Option<f64>,
+    scale: f64,
+    div: f64,
+) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current = Vec::new();
+    for p in points {
+        match value(p) {
+            Some(v) => current.push((p.seconds / scale, v / div)),
+            None if !current.is_empty() => out.push(std::mem::take(&mut current)),
+            None => {}
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out.into_iter().map(reduce).collect()
+}
+
+/// A step line of replicas (or bytes) over `[from, to]` seconds, from the start value and the
+/// changes carried out.
+fn steps(
+    run: &Run,
+    start: f64,
+    (from, to): (f64, f64),
+    broker: bool,
+    scale: f64,
+    div: f64,
+) -> Vec<(f64, f64)> {
+    let end = to;
+    let mut v = start;
+    let mut out = vec![(from / scale, v / div)];
+    for r in carried(&run.records, broker) {
+        let x = r.seconds / scale;
+        out.push((x, v / div));
+        v = r.to as f64;
+        out.push((x, v / div));
+    }
+    out.push((end / scale, v / div));
+    out
+}
+
+/// First and last trace second.
+fn seconds_range(report: &Report) -> (f64, f64) {
+    let start = report.start_seconds;
+    (start, start + report.policy.summary.duration_seconds)
+}
+
+/// The x axis in chart units.
+fn x_range(report: &Report, scale: f64) -> (f64, f64) {
+    let (from, to) = seconds_range(report);
+    (from / scale, to / scale)
+}
+
+fn carried(records: &[Record], broker: bool) -> impl Iterator<Item = &Record> {
+    records
+        .iter()
+        .filter(move |r| r.outcome == Outcome::Carried && (r.action == Action::Expand) != broker)
+}
+
+fn load_panel(
+    report: &Report,
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    scale: f64,
+    unit: &str,
+) -> DrawResult {
+    let s = &report.policy.summary;
+    let (div, value_unit) = value_scale(report.load_kind);
+    let (x0, end) = x_range(report, scale);
+    let ours = segments(&report.policy.points, |p| p.load_per_broker, scale, div);
+    let theirs = report
+        .hpa
+        .as_ref()
+        .map(|h| segments(&h.points, |p| p.load_per_broker, scale, div))
+        .unwrap_or_default();
+    let target = s.load_target.unwrap_or(0.0) / div;
+    let peak = ours
+        .iter()
+        .chain(&theirs)
+        .flatten()
+        .map(|p| p.1)
+        .fold(target, f64::max);
+    let name = s.load_metric.as_deref().unwrap_or("load");
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("{name} per ready broker against the target"),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(peak * 1.1).max(1e-9))?;
+    chart
+        .configure_mesh()
+        .x_desc(unit)
+        .y_desc(value_unit)
+        .draw()?;
+    let mut first = true;
+    for seg in &theirs {
+        let drawn = chart.draw_series(LineSeries::new(seg.iter().copied(), HPA_COLOR))?;
+        if std::mem::take(&mut first) {
+            drawn
+                .label(series::LOAD_HPA)
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], HPA_COLOR));
+        }
+    }
+    let mut first = true;
+    for seg in &ours {
+        let drawn = chart.draw_series(LineSeries::new(seg.iter().copied(), POLICY_COLOR))?;
+        if std::mem::take(&mut first) {
+            drawn
+                .label(series::LOAD_POLICY)
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], POLICY_COLOR));
+        }
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(x0, target), (end, target)],
+            TARGET_COLOR.stroke_width(2),
+        ))?
+        .label(series::TARGET)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], TARGET_COLOR));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn replica_panel(
+    report: &Report,
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    scale: f64,
+    unit: &str,
+) -> DrawResult {
+    let start = f64::from(report.initial_replicas);
+    let span = seconds_range(report);
+    let ours = steps(&report.policy, start, span, true, scale, 1.0);
+    let theirs = report
+        .hpa
+        .as_ref()
+        .map(|h| steps(h, start, span, true, scale, 1.0));
+    let top = ours
+        .iter()
+        .chain(theirs.iter().flatten())
+        .map(|p| p.1)
+        .chain(report.policy.records.iter().map(|r| r.to as f64))
+        .fold(1.0, f64::max);
+    let (x0, end) = x_range(report, scale);
+    let mut chart = ChartBuilder::on(area)
+        .caption("broker replicas and decisions", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(top * 1.15).ceil())?;
+    chart
+        .configure_mesh()
+        .x_desc(unit)
+        .y_desc("brokers")
+        .draw()?;
+    if let Some(theirs) = theirs {
+        chart
+            .draw_series(LineSeries::new(theirs, HPA_COLOR))?
+            .label(series::REPLICAS_HPA)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], HPA_COLOR));
+        if let Some(h) = &report.hpa {
+            chart
+                .draw_series(
+                    carried(&h.records, true)
+                        .map(|r| Circle::new((r.seconds / scale, r.to as f64), 3, HPA_COLOR)),
+                )?
+                .label(series::HPA_CHANGE)
+                .legend(|(x, y)| Circle::new((x + 10, y), 3, HPA_COLOR));
+        }
+    }
+    chart
+        .draw_series(LineSeries::new(ours, POLICY_COLOR.stroke_width(2)))?
+        .label(series::REPLICAS_POLICY)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], POLICY_COLOR));
+    let marks = |action: Action| {
+        carried(&report.policy.records, true)
+            .filter(move |r| r.action == action)
+            .map(move |r| (r.seconds / scale, r.to as f64))
+    };
+    chart
+        .draw_series(marks(Action::ScaleUp).map(|p| TriangleMarker::new(p, 6, UP_COLOR.filled())))?
+        .label(series::SCALE_UP)
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, UP_COLOR.filled()));
+    chart
+        .draw_series(marks(Action::ScaleDown).map(|p| Circle::new(p, 5, DOWN_COLOR.filled())))?
+        .label(series::SCALE_DOWN)
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, DOWN_COLOR.filled()));
+    let dropped: Vec<(f64, f64)> = report
+        .policy
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Dropped)
+        .map(|r| (r.seconds / scale, r.to as f64))
+        .collect();
+    if !dropped.is_empty() {
+        chart
+            .draw_series(dropped.into_iter().map(|p| Cross::new(p, 5, TARGET_COLOR)))?
+            .label(series::DROPPED)
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, TARGET_COLOR));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn claim_panel(
+    report: &Report,
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    scale: f64,
+    unit: &str,
+) -> DrawResult {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    let start = report.initial_claim_size.unwrap_or(0) as f64;
+    let size = steps(
+        &report.policy,
+        start,
+        seconds_range(report),
+        false,
+        scale,
+        GIB,
+    );
+    let used = segments(
+        &report.policy.points,
+        |p| Some(p.claim_used_percent? / 100.0 * p.claim_size? as f64),
+        scale,
+        GIB,
+    );
+    let top = size
+        .iter()
+        .chain(used.iter().flatten())
+        .map(|p| p.1)
+        .fold(1.0, f64::max);
+    let (x0, end) = x_range(report, scale);
+    let mut chart = ChartBuilder::on(area)
+        .caption("ledger claim size and usage", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..top * 1.1)?;
+    chart.configure_mesh().x_desc(unit).y_desc("GiB").draw()?;
+    if let Some(threshold) = report.expand_at_used_percent {
+        let line: Vec<(f64, f64)> = size
+            .iter()
+            .map(|(x, y)| (*x, y * threshold / 100.0))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line, GREY))?
+            .label(series::CLAIM_THRESHOLD)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY));
+    }
+    chart
+        .draw_series(LineSeries::new(size, POLICY_COLOR.stroke_width(2)))?
+        .label(series::CLAIM_SIZE)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], POLICY_COLOR));
+    let mut first = true;
+    for seg in used {
+        let drawn = chart.draw_series(LineSeries::new(seg, HPA_COLOR))?;
+        if std::mem::take(&mut first) {
+            drawn
+                .label(series::CLAIM_USED)
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], HPA_COLOR));
+        }
+    }
+    chart
+        .draw_series(carried(&report.policy.records, false).map(|r| {
+            TriangleMarker::new((r.seconds / scale, r.to as f64 / GIB), 6, UP_COLOR.filled())
+        }))?
+        .label(series::EXPANSION)
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, UP_COLOR.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

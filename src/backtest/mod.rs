@@ -1,0 +1,288 @@
+//! `backtest`: replays recorded load through the controller's own `decide` and `guard` code on a
+//! simple cluster model, optionally side by side with the Kubernetes HPA algorithm, and reports
+//! what each would have done.
+
+pub mod chart;
+pub mod engine;
+pub mod hpa;
+pub mod model;
+pub mod prometheus;
+pub mod replay;
+pub mod report;
+pub mod trace;
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::policy::{self, Policy};
+use model::Claim;
+use replay::{Setup, load_metric, metric_column};
+use report::Report;
+use trace::{Column, Trace};
+
+/// Default time a new broker takes to become ready.
+pub const DEFAULT_READY_DELAY: Duration = Duration::from_secs(60);
+
+/// A policy file's checked contents.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// The typed settings.
+    pub policy: Policy,
+}
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Broker pods at the start; default: the trace's first `brokers` value, else minReplicas.
+    pub initial_replicas: Option<u32>,
+    /// Time a new broker takes to become ready.
+    pub ready_delay: Duration,
+    /// Also replay the HPA baseline.
+    pub compare_hpa: bool,
+    /// Ledger claim size at the start; default: the trace's first `ledger_capacity_bytes`.
+    pub initial_claim_size: Option<u64>,
+    /// Wall-clock time of the trace's `seconds = 0`.
+    pub epoch: Timestamp,
+    /// Where the trace came from, for the report.
+    pub source: String,
+}
+
+/// Why a backtest could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The policy file could not be read.
+    #[error("cannot read the policy {path}: {source}")]
+    ReadPolicy {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The policy file holds no valid policy.
+    #[error(
+        "{path} is not a valid ScalingPolicy (`pulsar-autoscaler validate {path}` lists every problem): {problems}"
+    )]
+    InvalidPolicy {
+        /// The file.
+        path: String,
+        /// The problems, joined.
+        problems: String,
+    },
+    /// The policy file holds several documents.
+    #[error(
+        "{path} holds {count} ScalingPolicies; a backtest replays one, put it in a file of its own"
+    )]
+    SeveralPolicies {
+        /// The file.
+        path: String,
+        /// How many.
+        count: usize,
+    },
+    /// The trace lacks a column the policy reads.
+    #[error(
+        "the policy's metric {metric:?} ({kind}) reads the trace column `{column}`, which the trace does not have; add the column or remove the metric"
+    )]
+    MissingColumn {
+        /// Metric name.
+        metric: String,
+        /// Metric type.
+        kind: String,
+        /// Column it needs.
+        column: String,
+    },
+    /// The policy grows claims but the trace records no ledger usage.
+    #[error("the policy only grows bookie claims, but the trace has no `ledger_used_bytes` column")]
+    NoLedgerColumn,
+    /// The claim's starting size is unknown.
+    #[error(
+        "the claim's starting size is unknown: pass --initial-claim-size (e.g. 100Gi) or add a `ledger_capacity_bytes` column to the trace"
+    )]
+    NoClaimSize,
+    /// The trace is broken.
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+}
+
+/// Reads and checks a policy file that holds exactly one ScalingPolicy.
+pub fn load_policy(path: &Path) -> Result<LoadedPolicy, BacktestError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| BacktestError::ReadPolicy {
+        path: shown.clone(),
+        source,
+    })?;
+    let invalid = |problems: String| BacktestError::InvalidPolicy {
+        path: shown.clone(),
+        problems,
+    };
+    let problems = policy::check_yaml(&text);
+    if !problems.is_empty() {
+        let joined: Vec<String> = problems.iter().map(|p| p.problem.to_string()).collect();
+        return Err(invalid(joined.join("; ")));
+    }
+    let mut documents = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        match serde_json::Value::deserialize(doc) {
+            Ok(serde_json::Value::Null) => {}
+            Ok(v) => documents.push(v),
+            Err(e) => return Err(invalid(e.to_string())),
+        }
+    }
+    let object = match documents.as_slice() {
+        [one] => one,
+        [] => return Err(invalid("the file holds no document".into())),
+        many => {
+            return Err(BacktestError::SeveralPolicies {
+                path: shown,
+                count: many.len(),
+            });
+        }
+    };
+    let (resource, policy) = policy::check_object(object).map_err(|problems| {
+        let joined: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        invalid(joined.join("; "))
+    })?;
+    Ok(LoadedPolicy {
+        name: resource
+            .metadata
+            .name
+            .unwrap_or_else(|| "scalingpolicy".into()),
+        namespace: resource
+            .metadata
+            .namespace
+            .unwrap_or_else(|| "default".into()),
+        policy,
+    })
+}
+
+/// The ledger claim a policy's replay grows: the first watched template with "ledger" in its
+/// name (else the first, else `ledgers`) of the bookie StatefulSet's first pod.
+pub fn claim_name(policy: &policy::BookiePolicy) -> String {
+    let template = policy
+        .templates
+        .iter()
+        .find(|t| t.contains("ledger"))
+        .or(policy.templates.first())
+        .map_or("ledgers", String::as_str);
+    format!("{template}-{}-0", policy.stateful_set)
+}
+
+/// Replays `trace` under `loaded` (and the HPA baseline when asked) and gathers the report.
+pub fn run(
+    trace: &Trace,
+    loaded: &LoadedPolicy,
+    options: &Options,
+) -> Result<Report, BacktestError> {
+    let policy = &loaded.policy;
+    let mut notes = Vec::new();
+    if let Some(b) = &policy.brokers {
+        for m in &b.metrics {
+            let column = metric_column(m);
+            if trace.index(&column).is_none() {
+                return Err(BacktestError::MissingColumn {
+                    metric: m.name.clone(),
+                    kind: format!("{:?}", m.kind),
+                    column: column.name(),
+                });
+            }
+        }
+    }
+    for c in &trace.columns {
+        if let Column::Custom(name) = c {
+            let used = policy
+                .brokers
+                .iter()
+                .flat_map(|b| &b.metrics)
+                .any(|m| metric_column(m) == *c);
+            if !used {
+                notes.push(format!(
+                    "column custom:{name} is not a Custom metric of the policy and is ignored"
+                ));
+            }
+        }
+    }
+    let claim = match &policy.bookies {
+        None => None,
+        Some(_) if trace.index(&Column::LedgerUsed).is_none() => {
+            if policy.brokers.is_none() {
+                return Err(BacktestError::NoLedgerColumn);
+            }
+            notes.push(
+                "the trace has no ledger_used_bytes column: bookie claims are not replayed".into(),
+            );
+            None
+        }
+        Some(b) => {
+            let size = options
+                .initial_claim_size
+                .or_else(|| {
+                    trace
+                        .first_value(&Column::LedgerCapacity)
+                        .map(|v| v.ceil() as u64)
+                })
+                .ok_or(BacktestError::NoClaimSize)?;
+            Some(Claim {
+                name: claim_name(b),
+                size,
+            })
+        }
+    };
+    // Without a brokers section no broker is modelled (and none is paid for).
+    let initial_replicas = match &policy.brokers {
+        None => 0,
+        Some(b) => options
+            .initial_replicas
+            .or_else(|| trace.first_value(&Column::Brokers).map(|v| v as u32))
+            .unwrap_or(b.min_replicas)
+            .max(1),
+    };
+    if policy.suspend {
+        notes.push("the policy is suspended: it evaluates nothing and changes nothing".into());
+    }
+    if policy.dry_run {
+        notes.push("the policy is in dryRun: decisions are recorded, nothing changes".into());
+    }
+    let setup = Setup {
+        initial_replicas,
+        ready_delay: options.ready_delay,
+        epoch: options.epoch,
+        claim: claim.clone(),
+    };
+    let mut ours = engine::PolicyScaler::new(loaded.name.clone(), policy.clone());
+    let policy_run = replay::replay(trace, policy, &setup, &mut ours)?;
+    let hpa_run = match (&policy.brokers, options.compare_hpa) {
+        (Some(b), true) => {
+            let mut baseline = hpa::HpaScaler::new(b, policy.source.max_staleness);
+            Some(replay::replay(trace, policy, &setup, &mut baseline)?)
+        }
+        (None, true) => {
+            notes.push("the policy scales no brokers: nothing to compare with the HPA".into());
+            None
+        }
+        _ => None,
+    };
+    Ok(Report {
+        policy_name: loaded.name.clone(),
+        source: options.source.clone(),
+        rows: trace.rows.len(),
+        start_seconds: trace.rows.first().map_or(0.0, |r| r.seconds),
+        step_seconds: trace.step_seconds(),
+        initial_replicas,
+        ready_delay: options.ready_delay,
+        initial_claim_size: claim.map(|c| c.size),
+        load_kind: load_metric(policy).map(|m| m.kind),
+        expand_at_used_percent: policy.bookies.as_ref().map(|b| b.expand_at_used_percent),
+        policy: policy_run,
+        hpa: hpa_run,
+        notes,
+    })
+}
