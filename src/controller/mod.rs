@@ -344,12 +344,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         tracing::warn!(identity = %settings.identity, "lost the leader lease");
     }
-    // Closing the channel makes the manager release the Lease so a standby takes over at once.
+    // Closing the channel makes the manager release the Lease so a standby takes over at once;
+    // wait for that, but not forever.
     drop(leading);
-    match task.now_or_never() {
-        Some(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the lease"),
-        Some(_) => {}
-        None => {}
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed"),
+        Err(_) => tracing::warn!("releasing the leader lease timed out"),
     }
     Ok(())
 }

@@ -173,6 +173,16 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
     Ok(Requeue::requeue(policy.interval))
 }
 
+/// `3 → 6` for replicas, `50.0 GiB → 60.0 GiB` for claims.
+fn span(decision: &Decision) -> String {
+    if decision.action == Action::Expand {
+        let bytes = |b: u64| crate::decide::units::bytes(b as f64);
+        format!("{} → {}", bytes(decision.from), bytes(decision.to))
+    } else {
+        format!("{} → {}", decision.from, decision.to)
+    }
+}
+
 fn dry_run_text(policy: &Policy) -> &'static str {
     if policy.dry_run {
         "spec.dryRun is true: decisions are recorded, nothing is changed"
@@ -395,6 +405,7 @@ impl Run<'_> {
     {
         let action = decision.action.to_string();
         let reason = decision.reason();
+        let span = span(decision);
         let (result, carried) = if decision.dry_run {
             if status::log_decision(&mut self.status, decision, &action, self.now) {
                 self.event(
@@ -438,7 +449,7 @@ impl Run<'_> {
                 true,
                 "ActionDropped",
                 &action,
-                format!("{} → {} not carried out: {why}", decision.from, decision.to),
+                format!("{span} not carried out: {why}"),
             )
             .await;
             self.rate_limited = Some(why);
@@ -452,13 +463,8 @@ impl Run<'_> {
                         Action::ScaleDown => "ScaledDown",
                         _ => "Expanded",
                     };
-                    self.event(
-                        false,
-                        done,
-                        &action,
-                        format!("{} → {}: {reason}", decision.from, decision.to),
-                    )
-                    .await;
+                    self.event(false, done, &action, format!("{span}: {reason}"))
+                        .await;
                     ("applied", true)
                 }
                 Err(e) => {

@@ -294,19 +294,22 @@ impl Pulsar {
         api.get(name).await.expect("claim")
     }
 
-    /// Events about a policy, as `(reason, note, reporting instance)`.
+    /// Events about a policy, as `(reason, note, reporting instance)`, one entry per occurrence
+    /// (the API server folds repeats of one reason into a series).
     pub async fn events(&self, policy: &str) -> Vec<(String, String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.admin.clone(), NS);
         let list = api.list(&Default::default()).await.expect("events");
         list.items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(policy))
-            .map(|e| {
-                (
+            .flat_map(|e| {
+                let count = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+                let entry = (
                     e.reason.unwrap_or_default(),
                     e.note.unwrap_or_default(),
                     e.reporting_instance.unwrap_or_default(),
-                )
+                );
+                std::iter::repeat_n(entry, count)
             })
             .collect()
     }
