@@ -126,6 +126,15 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         "Active",
         "the policy is evaluated every interval",
     );
+    let mut actions = Vec::new();
+    if policy.brokers.is_some() {
+        actions.extend(["ScaleUp", "ScaleDown"]);
+    }
+    if policy.bookies.is_some() {
+        actions.push("Expand");
+    }
+    ctx.metrics
+        .declare_decisions(&run.namespace, &run.name, &actions);
     if !ctx.guard_knows(&run.key()) {
         let past = status::recent_actions(&run.status, run.now);
         ctx.seed_guard(&run.key(), policy.rate_limit, &past);
