@@ -252,7 +252,7 @@ impl Metrics {
     pub fn declare_decisions(&self, namespace: &str, policy: &str, actions: &[&str]) {
         for action in actions {
             for result in DECISION_RESULTS {
-                self.decisions.get_or_create(&DecisionLabels {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
                     namespace: namespace.into(),
                     policy: policy.into(),
                     action: (*action).into(),
