@@ -90,6 +90,8 @@ pub struct Metrics {
     pub metric_target: Family<MetricLabels, GaugeF>,
     /// Replicas each metric proposes.
     pub metric_proposed_replicas: Family<MetricLabels, Gauge>,
+    /// Each metric's load relative to its target (1 is on target).
+    pub metric_ratio: Family<MetricLabels, GaugeF>,
     /// Broker replicas now.
     pub current_replicas: Family<PolicyLabels, Gauge>,
     /// Broker replicas wanted.
@@ -129,6 +131,7 @@ impl Metrics {
             metric_value: Family::default(),
             metric_target: Family::default(),
             metric_proposed_replicas: Family::default(),
+            metric_ratio: Family::default(),
             current_replicas: Family::default(),
             desired_replicas: Family::default(),
             min_replicas: Family::default(),
@@ -162,6 +165,11 @@ impl Metrics {
             "metric_proposed_replicas",
             "Broker replicas a metric proposes",
             m.metric_proposed_replicas.clone(),
+        );
+        r.register(
+            "metric_ratio",
+            "Load of a policy metric relative to its target, per broker or utilization (1 is on target)",
+            m.metric_ratio.clone(),
         );
         r.register(
             "current_replicas",

@@ -528,6 +528,14 @@ impl Run<'_> {
                     m.metric_value.remove(&labels);
                 }
             }
+            match e.ratio {
+                Some(r) => {
+                    m.metric_ratio.get_or_create(&labels).set(r);
+                }
+                None => {
+                    m.metric_ratio.remove(&labels);
+                }
+            }
             match e.proposed_replicas {
                 Some(r) => {
                     m.metric_proposed_replicas
