@@ -90,6 +90,8 @@ pub struct Metrics {
     pub metric_target: Family<MetricLabels, GaugeF>,
     /// Replicas each metric proposes.
     pub metric_proposed_replicas: Family<MetricLabels, Gauge>,
+    /// Each metric's load relative to its target (1 is on target).
+    pub metric_ratio: Family<MetricLabels, GaugeF>,
     /// Broker replicas now.
     pub current_replicas: Family<PolicyLabels, Gauge>,
     /// Broker replicas wanted.
@@ -129,6 +131,7 @@ impl Metrics {
             metric_value: Family::default(),
             metric_target: Family::default(),
             metric_proposed_replicas: Family::default(),
+            metric_ratio: Family::default(),
             current_replicas: Family::default(),
             desired_replicas: Family::default(),
             min_replicas: Family::default(),
@@ -162,6 +165,11 @@ impl Metrics {
             "metric_proposed_replicas",
             "Broker replicas a metric proposes",
             m.metric_proposed_replicas.clone(),
+        );
+        r.register(
+            "metric_ratio",
+            "Load of a policy metric relative to its target, per broker or utilization (1 is on target)",
+            m.metric_ratio.clone(),
         );
         r.register(
             "current_replicas",
@@ -242,6 +250,27 @@ impl Metrics {
     }
 }
 
+/// Every `result` a decision counter carries.
+pub const DECISION_RESULTS: [&str; 5] = ["applied", "dry_run", "rate_limited", "unsafe", "failed"];
+
+impl Metrics {
+    /// Creates a policy's decision counters at zero. A counter born at 1 shows no `increase()`,
+    /// so without this the first decision of each kind would be missing from the dashboards'
+    /// annotations and from the alerts.
+    pub fn declare_decisions(&self, namespace: &str, policy: &str, actions: &[&str]) {
+        for action in actions {
+            for result in DECISION_RESULTS {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    namespace: namespace.into(),
+                    policy: policy.into(),
+                    action: (*action).into(),
+                    result: result.into(),
+                });
+            }
+        }
+    }
+}
+
 /// Shared state of the HTTP endpoints.
 #[derive(Clone)]
 pub struct Endpoints {
@@ -301,4 +330,42 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_decision_counters_are_exported_at_zero() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.declare_decisions("pulsar", "brokers", &["ScaleUp", "ScaleDown"]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let zeros: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pulsar_autoscaler_decisions_total{") && l.ends_with(" 0"))
+            .collect();
+        assert_eq!(zeros.len(), 2 * DECISION_RESULTS.len(), "{text}");
+        assert!(zeros.iter().any(|l| l.contains("action=\"ScaleUp\"")
+            && l.contains("result=\"rate_limited\"")
+            && l.contains("policy=\"brokers\"")));
+
+        // Declaring again keeps counted values.
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                namespace: "pulsar".into(),
+                policy: "brokers".into(),
+                action: "ScaleUp".into(),
+                result: "applied".into(),
+            })
+            .inc();
+        m.declare_decisions("pulsar", "brokers", &["ScaleUp"]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.lines().any(|l| l.contains("action=\"ScaleUp\"")
+            && l.contains("result=\"applied\"")
+            && l.ends_with(" 1")));
+    }
 }

@@ -681,3 +681,26 @@ fn example_policies_convert_to_engine_settings() {
     assert_eq!(b.metrics[1].target, 20_000.0);
     assert_eq!(b.scale_down.window, Duration::from_secs(600));
 }
+
+#[test]
+fn each_metric_reports_its_load_relative_to_the_target() {
+    let policy = brokers(vec![
+        metric("throughput", MetricType::Throughput, 50.0 * MI),
+        metric("heap", MetricType::HeapMemory, 75.0),
+        metric("direct", MetricType::DirectMemory, 80.0),
+    ]);
+    // 300 MiB/s over 4 brokers is 75 MiB/s each: 1.5 × the target; heap 60 % of a 75 % target.
+    let out = decide_brokers(
+        &policy,
+        Flags::default(),
+        STALE,
+        4,
+        &[fresh(300.0 * MI, 0), fresh(60.0, 0), None],
+        &BrokerMemory::default(),
+        at(0),
+    );
+    let ratio = |i: usize| out.metrics[i].ratio;
+    assert!((ratio(0).unwrap() - 1.5).abs() < 1e-9, "{:?}", ratio(0));
+    assert!((ratio(1).unwrap() - 0.8).abs() < 1e-9, "{:?}", ratio(1));
+    assert_eq!(ratio(2), None, "no sample, no ratio");
+}

@@ -126,6 +126,15 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         "Active",
         "the policy is evaluated every interval",
     );
+    let mut actions = Vec::new();
+    if policy.brokers.is_some() {
+        actions.extend(["ScaleUp", "ScaleDown"]);
+    }
+    if policy.bookies.is_some() {
+        actions.push("Expand");
+    }
+    ctx.metrics
+        .declare_decisions(&run.namespace, &run.name, &actions);
     if !ctx.guard_knows(&run.key()) {
         let past = status::recent_actions(&run.status, run.now);
         ctx.seed_guard(&run.key(), policy.rate_limit, &past);
@@ -517,6 +526,14 @@ impl Run<'_> {
                 }
                 None => {
                     m.metric_value.remove(&labels);
+                }
+            }
+            match e.ratio {
+                Some(r) => {
+                    m.metric_ratio.get_or_create(&labels).set(r);
+                }
+                None => {
+                    m.metric_ratio.remove(&labels);
                 }
             }
             match e.proposed_replicas {

@@ -25,6 +25,9 @@ pub struct MetricEvaluation {
     pub target: f64,
     /// Replicas this metric proposes, when it proposes any.
     pub proposed_replicas: Option<u32>,
+    /// Load relative to the target, per broker (1 is on target): what the tolerance applies
+    /// to, and the one figure comparable across totals and utilizations.
+    pub ratio: Option<f64>,
     /// Sample time.
     pub observed_at: Option<Timestamp>,
     /// Why the value is not used, or only used for scaling up.
@@ -296,6 +299,7 @@ fn evaluate_metric(
         value: None,
         target: m.target,
         proposed_replicas: None,
+        ratio: None,
         observed_at: sample.map(|s| s.observed_at),
         problem: None,
         reason: String::new(),
@@ -350,6 +354,7 @@ fn evaluate_metric(
             ),
         )
     };
+    eval.ratio = Some(ratio);
     let proposal = proposal.clamp(0.0, f64::from(u32::MAX)) as u32;
     let within = (ratio - 1.0).abs() <= tolerance && current > 0;
     let proposed = if within { current } else { proposal };

@@ -316,10 +316,17 @@ impl Pulsar {
 
     /// Starts the controller as the ServiceAccount, with leader election in its namespace.
     pub fn controller(&self, identity: &str) -> Controller {
+        self.controller_at(identity, monitoring::free_port())
+    }
+
+    /// Like `controller`, with `/metrics` on a given port: a scrape configuration written before
+    /// the start, or a restarted controller, finds it there.
+    pub fn controller_at(&self, identity: &str, port: u16) -> Controller {
         Controller::start(
             &self.controller_kubeconfig,
             identity,
             self.api.dir().join(format!("{identity}.log")),
+            port,
         )
     }
 }
@@ -442,8 +449,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    fn start(kubeconfig: &std::path::Path, identity: &str, log: PathBuf) -> Controller {
-        let port = monitoring::free_port();
+    fn start(kubeconfig: &std::path::Path, identity: &str, log: PathBuf, port: u16) -> Controller {
         let out = File::create(&log).expect("controller log");
         let err = out.try_clone().expect("controller log");
         let child = Command::new(env!("CARGO_BIN_EXE_pulsar-autoscaler"))
