@@ -55,12 +55,19 @@ async fn measure(crossings: usize) -> Vec<Duration> {
         let visible = loop {
             let crossed = throughput(&p).await.is_some_and(|v| {
                 let per_broker = v / f64::from(before);
-                if up { per_broker > TARGET * 1.1 } else { per_broker < TARGET * 0.9 }
+                if up {
+                    per_broker > TARGET * 1.1
+                } else {
+                    per_broker < TARGET * 0.9
+                }
             });
             if crossed {
                 break Instant::now();
             }
-            assert!(Instant::now() < deadline, "Prometheus never showed crossing {i}");
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never showed crossing {i}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let changed = loop {
@@ -85,7 +92,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let crossings = if bench { 20 } else { 2 };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut latencies = runtime.block_on(measure(crossings));
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

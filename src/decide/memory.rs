@@ -73,19 +73,24 @@ impl BrokerMemory {
         }
     }
 
-    /// Reads the memory back from a status.
+    /// Reads the memory back from a status. Status times have whole seconds; each is read as the
+    /// latest instant it may stand for, so a window or cooldown never ends early after a restart.
     pub fn from_status(status: &BrokerStatus) -> Self {
+        let late = |t: Timestamp| {
+            t.checked_add(jiff::SignedDuration::from_millis(999))
+                .unwrap_or(t)
+        };
         let mut recommendations: Vec<(Timestamp, u32)> = status
             .recommendations
             .iter()
             .filter(|r| r.replicas >= 0)
-            .map(|r| (r.time.0, r.replicas as u32))
+            .map(|r| (late(r.time.0), r.replicas as u32))
             .collect();
         recommendations.sort_by_key(|(t, _)| *t);
         BrokerMemory {
             recommendations,
-            last_scale_up: status.last_scale_up_time.as_ref().map(|t| t.0),
-            last_scale_down: status.last_scale_down_time.as_ref().map(|t| t.0),
+            last_scale_up: status.last_scale_up_time.as_ref().map(|t| late(t.0)),
+            last_scale_down: status.last_scale_down_time.as_ref().map(|t| late(t.0)),
         }
     }
 
@@ -161,6 +166,13 @@ mod tests {
         m.write_status(&mut status);
         let json = serde_json::to_string(&status).unwrap();
         let back: BrokerStatus = serde_json::from_str(&json).unwrap();
-        assert_eq!(BrokerMemory::from_status(&back), m);
+        let read = BrokerMemory::from_status(&back);
+        let late = |t: Timestamp| t + jiff::SignedDuration::from_millis(999);
+        assert_eq!(
+            read.recommendations,
+            vec![(late(at(0)), 3), (late(at(15)), 6)]
+        );
+        assert_eq!(read.last_scale_up, Some(late(at(15))));
+        assert_eq!(read.last_scale_down, None);
     }
 }
