@@ -22,4 +22,8 @@ cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+# One closing line over every test binary (the last binary alone may hold no tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
