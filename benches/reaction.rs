@@ -27,20 +27,6 @@ brokers:
 rateLimit: {actionsPerHour: 100000, burst: 1000}
 "#;
 
-async fn throughput(p: &Pulsar) -> Option<f64> {
-    let query = "sum(pulsar_broker_throughput_in{namespace=\"pulsar\"}) + sum(pulsar_broker_throughput_out{namespace=\"pulsar\"})";
-    let body: serde_json::Value = support::monitoring::client()
-        .post(format!("{}/api/v1/query", p.prom.url))
-        .form(&[("query", query)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 async fn measure(crossings: usize) -> Vec<Duration> {
     let p = Pulsar::start(Shape::default()).await;
     let _controller = p.controller("bench");
@@ -53,7 +39,7 @@ async fn measure(crossings: usize) -> Vec<Duration> {
         p.set_load(if up { 2.0 } else { 1.0 }).await;
         let deadline = Instant::now() + Duration::from_secs(120);
         let visible = loop {
-            let crossed = throughput(&p).await.is_some_and(|v| {
+            let crossed = p.throughput().await.is_some_and(|v| {
                 let per_broker = v / f64::from(before);
                 if up {
                     per_broker > TARGET * 1.1

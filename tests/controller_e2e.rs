@@ -103,21 +103,6 @@ async fn leader(c: &Controller) -> Option<f64> {
         .ok()
 }
 
-/// The Throughput preset's value as Prometheus shows it now.
-async fn prometheus_throughput(p: &Pulsar) -> Option<f64> {
-    let query = "sum(pulsar_broker_throughput_in{namespace=\"pulsar\"}) + sum(pulsar_broker_throughput_out{namespace=\"pulsar\"})";
-    let body: serde_json::Value = support::monitoring::client()
-        .post(format!("{}/api/v1/query", p.prom.url))
-        .form(&[("query", query)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_follow_load_up_and_down_within_bounds() {
     let p = Pulsar::start(Shape::default()).await;
@@ -129,7 +114,7 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     // Up: the scale-up follows within two evaluations of Prometheus showing the crossing.
     p.set_load(2.0).await;
     let seen = eventually("Prometheus shows the crossing", 240, || async {
-        match prometheus_throughput(&p).await {
+        match p.throughput().await {
             Some(v) if v > 3.0 * 60.0 * 1024.0 * 1024.0 * 1.1 => Ok(reconciles(&c).await),
             other => Err(format!("{other:?}")),
         }

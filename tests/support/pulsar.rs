@@ -233,6 +233,21 @@ impl Pulsar {
         .await;
     }
 
+    /// The Throughput preset's value (bytes/s in + out over the brokers) as Prometheus shows it now.
+    pub async fn throughput(&self) -> Option<f64> {
+        let query = "sum(pulsar_broker_throughput_in{namespace=\"pulsar\"}) + sum(pulsar_broker_throughput_out{namespace=\"pulsar\"})";
+        let body: serde_json::Value = monitoring::client()
+            .post(format!("{}/api/v1/query", self.prom.url))
+            .form(&[("query", query)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
     /// Stops Prometheus (an outage).
     pub fn stop_prometheus(&mut self) {
         self.prom.stop();
