@@ -30,29 +30,46 @@ pub struct PodEndpoint {
     pub pod: String,
     /// Broker or bookie.
     pub role: Role,
-    /// Full URL of its metrics page, e.g. `http://10.0.0.5:8080/metrics`.
+    /// Full URL of its metrics page, e.g. `http://10.0.0.5:8080/metrics/`.
     pub url: String,
 }
 
 impl PodEndpoint {
-    /// A broker pod at `ip` (`:8080/metrics`).
+    /// A broker pod at `ip` with Pulsar's default web port (`http://<ip>:8080/metrics/`).
     pub fn broker(namespace: &str, pod: &str, ip: &str) -> Self {
-        Self::at(
+        Self::for_pod(
             namespace,
             pod,
             Role::Broker,
-            format!("http://{ip}:8080/metrics"),
+            ip,
+            Role::Broker.default_port(),
         )
     }
 
-    /// A bookie pod at `ip` (`:8000/metrics`).
+    /// A bookie pod at `ip` with BookKeeper's default stats port (`http://<ip>:8000/metrics`).
     pub fn bookie(namespace: &str, pod: &str, ip: &str) -> Self {
-        Self::at(
+        Self::for_pod(
             namespace,
             pod,
             Role::Bookie,
-            format!("http://{ip}:8000/metrics"),
+            ip,
+            Role::Bookie.default_port(),
         )
+    }
+
+    /// A pod at `ip:port` with the metrics path its component serves: a broker's page is
+    /// `/metrics/` (it answers `/metrics` with a redirect), a bookie's `/metrics`.
+    pub fn for_pod(namespace: &str, pod: &str, role: Role, ip: &str, port: u16) -> Self {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        let path = match role {
+            Role::Broker => "/metrics/",
+            Role::Bookie | Role::Claim => "/metrics",
+        };
+        Self::at(namespace, pod, role, format!("http://{host}:{port}{path}"))
     }
 
     /// A pod with an explicit metrics URL.
