@@ -1,0 +1,1 @@
+//! Bookie disk usage on a real bookie.
