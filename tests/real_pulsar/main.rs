@@ -7,4 +7,5 @@ mod support;
 
 mod bookie;
 mod common;
+mod controller;
 mod presets;
