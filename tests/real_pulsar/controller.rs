@@ -1,6 +1,7 @@
 //! The controller on a real Pulsar: `pulsar-autoscaler run` as the `deploy/` ServiceAccount,
 //! Direct mode (it finds the broker pods and scrapes the URLs it builds from their pod IPs),
-//! real producers and consumers. The StatefulSet grows under load and shrinks when it stops;
+//! real producers and consumers. The StatefulSet grows 2 → 3 under load and shrinks back when
+//! it stops;
 //! brokers start and stop only because the StatefulSet changed, as under a kubelet.
 
 use std::time::Instant;
@@ -18,14 +19,14 @@ use crate::support::real_pulsar::{BrokerSettings, Load, create_namespace};
 const RATE: f64 = 100.0;
 const SIZE: u64 = 8192;
 
-/// 100 msg/s of 8 KiB in and out is about 1.6 MiB/s: two brokers at 1 MiB/s each.
+/// 100 msg/s of 8 KiB in and out is about 1.56 MiB/s: three brokers at 600 KiB/s each.
 const POLICY: &str = r#"
 interval: 3s
 brokers:
   statefulSet: pulsar-broker
-  minReplicas: 1
-  maxReplicas: 2
-  metrics: [{type: Throughput, targetPerBroker: 1Mi}]
+  minReplicas: 2
+  maxReplicas: 3
+  metrics: [{type: Throughput, targetPerBroker: 600Ki}]
   scaleUp: {stabilizationWindow: 0s, cooldown: 0s}
   scaleDown: {stabilizationWindow: 15s, cooldown: 0s}
 rateLimit: {actionsPerHour: 100, burst: 10}
@@ -38,7 +39,7 @@ async fn policy(k: &RealPulsarOnKube) -> ScalingPolicy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
-    let k = RealPulsarOnKube::start(2, 1, 30, BrokerSettings::default()).await;
+    let k = RealPulsarOnKube::start(3, 2, 30, BrokerSettings::default()).await;
     create_namespace(&k.web_url(0), "public/second").await;
     let spec: serde_json::Value = serde_yaml_ng::from_str(POLICY).expect("spec");
     let api: Api<ScalingPolicy> = Api::namespaced(k.admin.clone(), NS);
@@ -63,11 +64,11 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
     load.wait_acked(100).await;
 
     eventually(
-        "the controller scales 1 → 2 under load",
+        "the controller scales 2 → 3 under load",
         4 * 180,
         || async {
             match k.replicas().await {
-                2 => Ok(()),
+                3 => Ok(()),
                 n => Err(format!(
                     "{n} replicas; controller log tail: {}",
                     controller
@@ -83,7 +84,15 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
     )
     .await;
     let up_after = started.elapsed();
-    k.wait_ready(2).await;
+    k.wait_ready(3).await;
+    {
+        let cluster = k.pulsar.lock().await;
+        eprintln!(
+            "3 brokers, 1 bookie, ZooKeeper: {} MiB resident, {} MiB on disk",
+            cluster.rss_bytes() >> 20,
+            cluster.disk_bytes() >> 20
+        );
+    }
     let sp = policy(&k).await;
     let status = sp.status.clone().expect("status");
     let metric = status
@@ -108,16 +117,16 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
         .iter()
         .find(|d| d.action == "ScaleUp")
         .expect("a ScaleUp decision in status");
-    assert_eq!((scale_up.from, scale_up.to), (1, 2));
+    assert_eq!((scale_up.from, scale_up.to), (2, 3));
 
     let stats = load.stop().await;
     let stopped = Instant::now();
     eventually(
-        "the controller scales 2 → 1 once the load stops",
+        "the controller scales 3 → 2 once the load stops",
         4 * 240,
         || async {
             match k.replicas().await {
-                1 => Ok(()),
+                2 => Ok(()),
                 n => Err(format!("{n} replicas")),
             }
         },
@@ -127,7 +136,7 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
         "scaled down {:.1}s after the load stopped",
         stopped.elapsed().as_secs_f64()
     );
-    k.wait_ready(1).await;
+    k.wait_ready(2).await;
     let sp = policy(&k).await;
     let down = sp
         .status
@@ -139,18 +148,18 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
                 .cloned()
         })
         .expect("a ScaleDown decision in status");
-    assert_eq!((down.from, down.to), (2, 1));
-    let stop = eventually("broker 1's process stops", 4 * 60, || async {
+    assert_eq!((down.from, down.to), (3, 2));
+    let stop = eventually("broker 2's process stops", 4 * 60, || async {
         k.kubelet_events()
             .into_iter()
-            .find(|e| e.broker == 1 && e.what == "stopped")
+            .find(|e| e.broker == 2 && e.what == "stopped")
             .ok_or_else(|| format!("{:?}", k.kubelet_events()))
     })
     .await;
-    eprintln!("broker 1 stopped: {stop:?}; load: {stats:?}");
+    eprintln!("broker 2 stopped: {stop:?}; load: {stats:?}");
     assert!(
         !stop.killed,
-        "broker 1 closed within its grace period: {stop:?}"
+        "broker 2 closed within its grace period: {stop:?}"
     );
     assert_eq!(stats.failed, 0, "{stats:?}");
     assert_eq!(stats.received, stats.acked, "{stats:?}");

@@ -8,4 +8,5 @@ mod support;
 mod bookie;
 mod common;
 mod controller;
+mod freshness;
 mod presets;

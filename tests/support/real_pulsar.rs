@@ -592,6 +592,20 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Bytes the cluster's data (ZooKeeper, bookie journals and ledgers, broker logs) holds.
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .map(|d| d.flatten().map(|e| walk(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        walk(self.dir.path())
+    }
+
     /// Resident memory of every JVM of the cluster now.
     pub fn rss_bytes(&self) -> u64 {
         let brokers = self.brokers.iter().flatten();
