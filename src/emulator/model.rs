@@ -230,14 +230,9 @@ impl Cluster {
         let n = brokers.len().max(1) as f64;
         let sum = |f: fn(&BrokerValues) -> f64| brokers.iter().map(|(_, v)| f(v)).sum::<f64>();
         let mut ledger_usage = BTreeMap::new();
-        let mut journal_usage = BTreeMap::new();
         for i in 0..self.config.bookies {
-            let (ledgers, journal) = self.bookie_claims(i);
-            if let Some(c) = ledgers {
+            if let (Some(c), _) = self.bookie_claims(i) {
                 ledger_usage.insert(self.bookie_pod(i), c.used_percent());
-            }
-            if let Some(c) = journal {
-                journal_usage.insert(self.bookie_pod(i), c.used_percent());
             }
         }
         Truth {
@@ -250,7 +245,6 @@ impl Cluster {
             direct_memory: sum(|v| 100.0 * v.direct_used / DIRECT_MAX) / n,
             per_broker: brokers.into_iter().collect(),
             ledger_usage,
-            journal_usage,
             claim_usage: self
                 .claims
                 .iter()
@@ -282,8 +276,6 @@ pub struct Truth {
     pub per_broker: BTreeMap<String, BrokerValues>,
     /// Ledger directory usage percent per bookie pod.
     pub ledger_usage: BTreeMap<String, f64>,
-    /// Journal directory usage percent per bookie pod.
-    pub journal_usage: BTreeMap<String, f64>,
     /// Used percent per claim.
     pub claim_usage: BTreeMap<String, f64>,
 }

@@ -1,4 +1,8 @@
 //! Real-shaped `/metrics` pages (broker, bookie, kubelet) and the kubelet summary JSON.
+//!
+//! The broker and bookie pages use the names, `# TYPE` lines, label names and units of a real
+//! Apache Pulsar 4.0.7 broker and BookKeeper 4.17 bookie; `tests/page_shape/` compares them with
+//! pages captured from those (`tests/fixtures/real/`).
 
 use std::fmt::Write;
 
@@ -10,7 +14,8 @@ use super::model::{BrokerValues, Claim, Cluster, DIRECT_MAX, HEAP_MAX};
 /// Pulsar namespaces the topic-level series are spread over.
 const PULSAR_NAMESPACES: [&str; 2] = ["public/default", "tenant-a/orders"];
 
-/// A broker's page, as Pulsar serves it on `:8080/metrics`.
+/// A broker's page, as Pulsar serves it on `:8080/metrics/`. Every series carries the
+/// `cluster` label; topic-level series add the Pulsar `namespace` and `topic`.
 pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
     let mut out = String::with_capacity(2048 + topics as usize * 600);
     let gauge = |out: &mut String, name: &str, labels: &str, value: f64| {
@@ -78,7 +83,8 @@ pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+    // The JVM client declares the counter without its `_total` sample suffix.
+    let _ = writeln!(out, "# TYPE process_cpu_seconds counter");
     let _ = writeln!(
         out,
         "process_cpu_seconds_total{{cluster=\"pulsar\"}} {cpu_seconds}"
@@ -86,41 +92,25 @@ pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
     out
 }
 
-/// A bookie's page, as BookKeeper serves it on `:8000/metrics`.
-pub fn bookie(ledgers: Option<&Claim>, journal: Option<&Claim>) -> String {
+/// A bookie's page, as BookKeeper serves it on `:8000/metrics`: no `cluster` label, the
+/// ledger directory's path mangled into the usage gauge's name, usage in percent of the disk.
+/// BookKeeper publishes no journal-directory usage.
+pub fn bookie(ledgers: Option<&Claim>) -> String {
     let mut out = String::with_capacity(1024);
     let ledger_pct = ledgers.map_or(0.0, Claim::used_percent);
-    let journal_pct = journal.map_or(0.0, Claim::used_percent);
     // BookKeeper turns a bookie read-only at 95 % disk usage.
     let writable = if ledger_pct < 95.0 { 1 } else { 0 };
-    let _ = writeln!(
-        out,
-        "# TYPE bookie_ledger_dir__pulsar_data_bookkeeper_ledgers_usage gauge"
-    );
-    let _ = writeln!(
-        out,
-        "bookie_ledger_dir__pulsar_data_bookkeeper_ledgers_usage{{cluster=\"pulsar\"}} {ledger_pct}"
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE bookie_journal_dir__pulsar_data_bookkeeper_journal_usage gauge"
-    );
-    let _ = writeln!(
-        out,
-        "bookie_journal_dir__pulsar_data_bookkeeper_journal_usage{{cluster=\"pulsar\"}} {journal_pct}"
-    );
+    // The path of the Helm chart's ledger volume, `/pulsar/data/bookkeeper/ledgers`.
+    let usage = "bookie_ledger_dir__pulsar_data_bookkeeper_ledgers_usage";
+    let _ = writeln!(out, "# TYPE {usage} gauge");
+    let _ = writeln!(out, "{usage} {ledger_pct}");
     let _ = writeln!(out, "# TYPE bookie_ledger_writable_dirs gauge");
-    let _ = writeln!(
-        out,
-        "bookie_ledger_writable_dirs{{cluster=\"pulsar\"}} {writable}"
-    );
+    let _ = writeln!(out, "bookie_ledger_writable_dirs {writable}");
     let _ = writeln!(out, "# TYPE bookie_SERVER_STATUS gauge");
-    let _ = writeln!(out, "bookie_SERVER_STATUS{{cluster=\"pulsar\"}} {writable}");
+    let _ = writeln!(out, "bookie_SERVER_STATUS {writable}");
     let _ = writeln!(out, "# TYPE jvm_memory_bytes_used gauge");
-    let _ = writeln!(
-        out,
-        "jvm_memory_bytes_used{{cluster=\"pulsar\",area=\"heap\"}} 123456789.0"
-    );
+    let _ = writeln!(out, "jvm_memory_bytes_used{{area=\"heap\"}} 123456789.0");
+    let _ = writeln!(out, "jvm_memory_bytes_used{{area=\"nonheap\"}} 45678901.0");
     out
 }
 

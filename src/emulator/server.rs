@@ -218,7 +218,8 @@ pub async fn start(config: Config, ip: IpAddr, control_port: u16) -> std::io::Re
     Ok(running)
 }
 
-const TEXT: [(&str, &str); 1] = [("content-type", "text/plain; version=0.0.4")];
+/// The content type real brokers and bookies give their pages.
+const TEXT: [(&str, &str); 1] = [("content-type", "text/plain; version=0.0.4; charset=utf-8")];
 
 async fn broker_metrics(State((app, i)): State<(App, u32)>) -> Response {
     let (c, t) = app.now();
@@ -230,8 +231,8 @@ async fn broker_metrics(State((app, i)): State<(App, u32)>) -> Response {
 
 async fn bookie_metrics(State((app, i)): State<(App, u32)>) -> Response {
     let (c, _) = app.now();
-    let (ledgers, journal) = c.bookie_claims(i);
-    (TEXT, page::bookie(ledgers, journal)).into_response()
+    let (ledgers, _) = c.bookie_claims(i);
+    (TEXT, page::bookie(ledgers)).into_response()
 }
 
 async fn kubelet_metrics(State(app): State<App>) -> Response {
