@@ -24,6 +24,12 @@ pub fn fixture(name: &str) -> String {
     })
 }
 
+/// `capture.json`: the load, the bookie disk's own measure and the HTTP answers of the capture.
+pub fn record() -> Value {
+    serde_json::from_str(&fixture("capture.json"))
+        .unwrap_or_else(|e| panic!("tests/fixtures/real/capture.json: {e}"))
+}
+
 /// The emulator's broker and bookie pages (broker 0, bookie 0) and how their servers answer
 /// the metrics paths.
 pub async fn emulator_pages() -> (String, String, Value) {
@@ -159,8 +165,10 @@ pub fn broker_units(page: &str) -> Vec<String> {
     out
 }
 
-/// Unit and range rules that a real bookie page satisfies.
-pub fn bookie_units(page: &str) -> Vec<String> {
+/// Unit and range rules that a real bookie page satisfies: the ledger directory's usage is the
+/// percent of its disk; when that disk's own measure `disk` is known, the page must agree with
+/// it within 2 points, else (the emulator) it must exceed 1, which a fraction never does.
+pub fn bookie_units(page: &str, disk: Option<f64>) -> Vec<String> {
     let s = samples(page);
     let mut out = Vec::new();
     let usage: Vec<f64> = s
@@ -168,10 +176,13 @@ pub fn bookie_units(page: &str) -> Vec<String> {
         .filter(|x| crate::shape::family(&x.name) == LEDGER_DIR_USAGE)
         .map(|x| x.value)
         .collect();
-    // Percent: a fraction of the disk would be at most 1 (both pages' disks are fuller).
-    if usage.is_empty() || !usage.iter().all(|u| *u > 1.0 && *u <= 100.0) {
+    let percent = |u: f64| match disk {
+        Some(d) => u > 0.0 && u <= 100.0 && (u - d).abs() <= 2.0,
+        None => u > 1.0 && u <= 100.0,
+    };
+    if usage.is_empty() || !usage.iter().all(|u| percent(*u)) {
         out.push(format!(
-            "ledger directory usage {usage:?} is not a percent in (1, 100]"
+            "ledger directory usage {usage:?} is not the disk's used percent (disk: {disk:?})"
         ));
     }
     let status = one(&s, "bookie_SERVER_STATUS", &[]).map(|x| x.value);
@@ -215,8 +226,7 @@ async fn emulator_pages_have_the_real_shape() {
     let (broker, bookie, http) = emulator_pages().await;
     let real_broker = fixture("broker.prom");
     let real_bookie = fixture("bookie.prom");
-    let real_http: Value = serde_json::from_str(&fixture("http.json"))
-        .unwrap_or_else(|e| panic!("tests/fixtures/real/http.json: {e}"));
+    let real_http = record()["http"].clone();
 
     let mut problems = not_in_reference("broker", &shape(&broker), &shape(&real_broker));
     problems.extend(not_in_reference(
@@ -232,16 +242,21 @@ async fn emulator_pages_have_the_real_shape() {
 async fn emulator_values_are_in_the_real_units() {
     let (broker, bookie, _) = emulator_pages().await;
     // The rules hold on the real pages, so they say what the real units are.
+    let disk = record()["bookieLedgerDiskUsedPercent"].as_f64();
+    assert!(
+        disk.is_some(),
+        "capture.json lacks bookieLedgerDiskUsedPercent"
+    );
     let real = [
         broker_units(&fixture("broker.prom")),
-        bookie_units(&fixture("bookie.prom")),
+        bookie_units(&fixture("bookie.prom"), disk),
     ]
     .concat();
     assert!(
         real.is_empty(),
         "the real captures break the unit rules: {real:#?}"
     );
-    fail_on([broker_units(&broker), bookie_units(&bookie)].concat());
+    fail_on([broker_units(&broker), bookie_units(&bookie, None)].concat());
 
     // Every preset reads a value from both, in the same range.
     let ours = preset_values(&broker, &bookie);

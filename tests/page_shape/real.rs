@@ -35,6 +35,41 @@ pub struct RealPages {
     pub bookie: String,
     /// `{"broker": {path: answer}, "bookie": {path: answer}}`.
     pub http: Value,
+    /// The bookie's ledger disk, used percent as BookKeeper measures it (statvfs: total
+    /// blocks less those available to the bookie, so reserved blocks count as used).
+    pub disk_percent: f64,
+}
+
+/// Used percent of the filesystem holding `path`, counting reserved blocks as used.
+pub fn disk_used_percent(path: &std::path::Path) -> f64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // SAFETY: statvfs(3) writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(
+        rc,
+        0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    100.0 * (1.0 - st.f_bavail as f64 / st.f_blocks as f64)
+}
+
+/// What the captures record besides the pages: the load and versions they come from, the
+/// bookie disk's own used percent, and the answers to the metrics paths.
+pub fn capture_record(pages: &RealPages) -> Value {
+    json!({
+        "pulsar": "4.0.7",
+        "load": {
+            "messagesPerSecond": MESSAGES_PER_S,
+            "messageBytes": MESSAGE_BYTES,
+            "topics": TOPICS,
+        },
+        "bookieLedgerDiskUsedPercent": pages.disk_percent,
+        "http": pages.http,
+    })
 }
 
 /// How a server answers `GET path`, without following redirects; a redirect's target is kept
@@ -151,6 +186,7 @@ pub async fn real_pages() -> RealPages {
         },
     )
     .await;
+    let disk_percent = disk_used_percent(&cluster.bookies[0].ledgers);
     let http = json!({
         "broker": answers(&web).await,
         "bookie": answers(&bookie_base).await,
@@ -161,6 +197,7 @@ pub async fn real_pages() -> RealPages {
         broker,
         bookie,
         http,
+        disk_percent,
     }
 }
 
@@ -178,8 +215,8 @@ async fn capture_real_pages() {
     };
     write("broker.prom", &pages.broker);
     write("bookie.prom", &pages.bookie);
-    let http = serde_json::to_string_pretty(&pages.http).unwrap_or_default() + "\n";
-    write("http.json", &http);
+    let record = serde_json::to_string_pretty(&capture_record(&pages)).unwrap_or_default() + "\n";
+    write("capture.json", &record);
 }
 
 /// The committed captures still describe a live real Pulsar: every family the emulator serves
@@ -197,8 +234,7 @@ async fn captures_match_a_live_real_pulsar() {
     let live = real_pages().await;
     let (emu_broker, emu_bookie, _) = emulator_pages().await;
     let (broker, bookie) = (fixture("broker.prom"), fixture("bookie.prom"));
-    let http: Value = serde_json::from_str(&fixture("http.json"))
-        .unwrap_or_else(|e| panic!("tests/fixtures/real/http.json: {e}"));
+    let record = crate::emulator::record();
     let families = |emulated: &str, captured: &str| {
         let mut names: std::collections::BTreeSet<String> = shape(emulated).into_keys().collect();
         names.extend(
@@ -221,9 +257,9 @@ async fn captures_match_a_live_real_pulsar() {
         &shape(&bookie),
         &shape(&live.bookie),
     ));
-    problems.extend(answers_differ(&live.http, &http));
+    problems.extend(answers_differ(&live.http, &record["http"]));
     problems.extend(broker_units(&live.broker));
-    problems.extend(bookie_units(&live.bookie));
+    problems.extend(bookie_units(&live.bookie, Some(live.disk_percent)));
     for (preset, value) in preset_values(&live.broker, &live.bookie) {
         if value.is_none() {
             problems.push(format!("preset {preset} reads nothing from the live pages"));
