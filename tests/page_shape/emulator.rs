@@ -213,10 +213,10 @@ pub fn preset_values(broker: &str, bookie: &str) -> BTreeMap<&'static str, Optio
         .collect()
 }
 
-fn fail_on(problems: Vec<String>) {
+fn fail_on(what: &str, problems: Vec<String>) {
     assert!(
         problems.is_empty(),
-        "the emulator's pages differ from a real Pulsar's:\n  {}",
+        "{what} differ from a real Pulsar's:\n  {}",
         problems.join("\n  ")
     );
 }
@@ -235,7 +235,7 @@ async fn emulator_pages_have_the_real_shape() {
         &shape(&real_bookie),
     ));
     problems.extend(answers_differ(&http, &real_http));
-    fail_on(problems);
+    fail_on("the emulator's pages", problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +256,10 @@ async fn emulator_values_are_in_the_real_units() {
         real.is_empty(),
         "the real captures break the unit rules: {real:#?}"
     );
-    fail_on([broker_units(&broker), bookie_units(&bookie, None)].concat());
+    fail_on(
+        "the emulator's values",
+        [broker_units(&broker), bookie_units(&bookie, None)].concat(),
+    );
 
     // Every preset reads a value from both, in the same range.
     let ours = preset_values(&broker, &bookie);
@@ -282,4 +285,31 @@ async fn emulator_values_are_in_the_real_units() {
             );
         }
     }
+}
+
+/// The hand-written pages other tests read (`tests/fixtures/{broker,bookie}-N.prom`) keep the
+/// real shape too, except that the broker pages carry namespace-level series (what a broker
+/// publishes with `exposeTopicLevelMetricsInPrometheus=false`, which the captures do not show).
+#[test]
+fn hand_written_fixtures_have_the_real_shape() {
+    let dir = fixture_dir().join("..");
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let (broker, bookie) = (
+        shape(&fixture("broker.prom")),
+        shape(&fixture("bookie.prom")),
+    );
+    let mut problems = Vec::new();
+    for name in ["bookie-0.prom", "bookie-1.prom"] {
+        problems.extend(not_in_reference(name, &shape(&read(name)), &bookie));
+    }
+    for name in ["broker-0.prom", "broker-1.prom"] {
+        let mut ours = shape(&read(name));
+        ours.retain(|family, _| family.starts_with("pulsar_broker_") || family.starts_with("jvm_"));
+        assert!(ours.len() >= 8, "{name}: {ours:?}");
+        problems.extend(not_in_reference(name, &ours, &broker));
+    }
+    fail_on("the hand-written fixtures", problems);
 }
