@@ -6,7 +6,7 @@ all on one shared subscription per topic. Reads commands on stdin, one per line:
   rate N   change the publish rate (messages/s over all topics; 0 pauses)
   stop     flush, wait for the last receipts, print the summary and exit (also on EOF)
 Prints one JSON object per second on stdout (cumulative counts) and a last one with
-"final": true: sent, acked, failed, received, latency_ms {p50, p99, max} over acked sends.
+"final": true: t (monotonic seconds), sent, acked, failed, received, latency_ms {p50, p99, max} over acked sends.
 """
 
 import json
@@ -32,6 +32,7 @@ class Stats:
             lat = sorted(self.latencies)
             pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
             return {
+                "t": time.monotonic(),
                 "final": final,
                 "sent": self.sent,
                 "acked": self.acked,

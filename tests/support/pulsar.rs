@@ -114,7 +114,7 @@ pub async fn apply_yaml(client: &Client, text: &str) {
     }
 }
 
-async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
+pub async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -124,29 +124,36 @@ where
         .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.meta().name))
 }
 
+/// Starts an API server with the CRD and the RBAC of `deploy/` installed; returns it, an admin
+/// client and the kubeconfig of the controller's ServiceAccount.
+pub async fn install() -> (ApiServer, Client, PathBuf) {
+    monitoring::crypto();
+    let api = ApiServer::start().await;
+    let admin = api.client().await;
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
+    )
+    .expect("CRD");
+    apply_crd(&admin, &crd).await;
+    ensure_namespace(&admin, CONTROLLER_NS).await;
+    apply_yaml(
+        &admin,
+        &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml"),
+    )
+    .await;
+    let token = api
+        .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
+        .await;
+    let controller_kubeconfig = api.write_kubeconfig("controller.kubeconfig", &token);
+    (api, admin, controller_kubeconfig)
+}
+
 impl Pulsar {
     /// Starts the API server, installs `deploy/`, creates the workloads and claims, the
     /// emulator and Prometheus, and waits until Prometheus has the brokers' series.
     pub async fn start(shape: Shape) -> Pulsar {
-        monitoring::crypto();
-        let api = ApiServer::start().await;
-        let admin = api.client().await;
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
-            &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
-        )
-        .expect("CRD");
-        apply_crd(&admin, &crd).await;
-        ensure_namespace(&admin, CONTROLLER_NS).await;
+        let (api, admin, controller_kubeconfig) = install().await;
         ensure_namespace(&admin, NS).await;
-        apply_yaml(
-            &admin,
-            &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml"),
-        )
-        .await;
-        let token = api
-            .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
-            .await;
-        let controller_kubeconfig = api.write_kubeconfig("controller.kubeconfig", &token);
 
         let classes: Api<StorageClass> = Api::all(admin.clone());
         for (name, expand) in [("expandable", true), ("fixed", false)] {
@@ -346,7 +353,7 @@ impl Pulsar {
     }
 }
 
-fn statefulset(name: &str, replicas: u32, templates: serde_json::Value) -> serde_json::Value {
+pub fn statefulset(name: &str, replicas: u32, templates: serde_json::Value) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": NS},
@@ -464,7 +471,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    fn start(kubeconfig: &std::path::Path, identity: &str, log: PathBuf, port: u16) -> Controller {
+    /// Starts `pulsar-autoscaler run` with `kubeconfig`, leader election and `/metrics` on `port`.
+    pub fn start(
+        kubeconfig: &std::path::Path,
+        identity: &str,
+        log: PathBuf,
+        port: u16,
+    ) -> Controller {
         let out = File::create(&log).expect("controller log");
         let err = out.try_clone().expect("controller log");
         let child = Command::new(env!("CARGO_BIN_EXE_pulsar-autoscaler"))

@@ -740,6 +740,29 @@ impl Load {
         lines.last().map(LoadStats::from_json).unwrap_or_default()
     }
 
+    /// Acknowledged and received messages per second over about the last `secs` seconds.
+    pub fn rates(&self, secs: f64) -> (f64, f64) {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = lines.last() else {
+            return (0.0, 0.0);
+        };
+        let t = |v: &Value| v["t"].as_f64().unwrap_or(0.0);
+        let first = lines
+            .iter()
+            .rev()
+            .find(|v| t(last) - t(v) >= secs)
+            .unwrap_or(&lines[0]);
+        let dt = t(last) - t(first);
+        if dt <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let n = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        (
+            (n(last, "acked") - n(first, "acked")) / dt,
+            (n(last, "received") - n(first, "received")) / dt,
+        )
+    }
+
     /// Waits until the broker has acknowledged `n` messages.
     pub async fn wait_acked(&self, n: u64) {
         for _ in 0..(120 * 4) {
