@@ -47,8 +47,11 @@ pub struct Config {
     pub journal_initial_percent: f64,
     /// Share of written bytes that stays on the ledger disks (retention, compaction), 0..=1.
     pub disk_write_ratio: f64,
-    /// Topic-level series per broker page (five series per topic), for page size.
+    /// Topics per broker page, for page size.
     pub topics: u32,
+    /// Whether each topic carries every topic-level series a real broker publishes for a topic
+    /// with one producer and one subscription (95, a real page's weight) instead of five.
+    pub topic_detail: bool,
     /// Node name the bookie pods run on (kubelet summary).
     pub node: String,
 }
@@ -73,6 +76,7 @@ impl Default for Config {
             journal_initial_percent: 5.0,
             disk_write_ratio: 0.001,
             topics: 4,
+            topic_detail: false,
             node: "node-a".into(),
         }
     }

@@ -10,14 +10,23 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use super::model::{BrokerValues, Claim, Cluster, DIRECT_MAX, HEAP_MAX};
+use super::topic_detail::FAMILIES;
 
 /// Pulsar namespaces the topic-level series are spread over.
 const PULSAR_NAMESPACES: [&str; 2] = ["public/default", "tenant-a/orders"];
 
-/// A broker's page, as Pulsar serves it on `:8080/metrics/`. Every series carries the
-/// `cluster` label; topic-level series add the Pulsar `namespace` and `topic`.
+/// A broker's page, as Pulsar serves it on `:8080/metrics/`, with five topic-level series per
+/// topic. Every series carries the `cluster` label; topic-level series add the Pulsar
+/// `namespace` and `topic`.
 pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
-    let mut out = String::with_capacity(2048 + topics as usize * 600);
+    broker_page(v, topics, cpu_seconds, false)
+}
+
+/// A broker's page; with `detail`, each topic also carries every other topic-level series a
+/// real broker publishes for a topic with one producer and one subscription.
+pub fn broker_page(v: &BrokerValues, topics: u32, cpu_seconds: f64, detail: bool) -> String {
+    let per_topic_bytes = if detail { 12_000 } else { 600 };
+    let mut out = String::with_capacity(2048 + topics as usize * per_topic_bytes);
     let gauge = |out: &mut String, name: &str, labels: &str, value: f64| {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name}{{cluster=\"pulsar\"{labels}}} {value}");
@@ -83,6 +92,9 @@ pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
             );
         }
     }
+    if detail {
+        topic_detail(&mut out, v, topics);
+    }
     // The JVM client declares the counter without its `_total` sample suffix.
     let _ = writeln!(out, "# TYPE process_cpu_seconds counter");
     let _ = writeln!(
@@ -90,6 +102,39 @@ pub fn broker(v: &BrokerValues, topics: u32, cpu_seconds: f64) -> String {
         "process_cpu_seconds_total{{cluster=\"pulsar\"}} {cpu_seconds}"
     );
     out
+}
+
+/// The topic-level series of [`FAMILIES`] for `topics` topics: one producer, one consumer and
+/// one subscription each, the average message size from the broker's rates, the rest zero.
+fn topic_detail(out: &mut String, v: &BrokerValues, topics: u32) {
+    let msg_size = if v.rate_in > 0.0 {
+        v.throughput_in / v.rate_in
+    } else {
+        0.0
+    };
+    for (name, series) in FAMILIES {
+        let value = match *name {
+            "pulsar_producers_count"
+            | "pulsar_consumers_count"
+            | "pulsar_subscriptions_count"
+            | "pulsar_subscription_consumers_count" => 1.0,
+            "pulsar_average_msg_size" => msg_size,
+            _ => 0.0,
+        };
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for t in 0..topics {
+            let ns = PULSAR_NAMESPACES[t as usize % PULSAR_NAMESPACES.len()];
+            for extra in *series {
+                let mut labels = format!(
+                    "cluster=\"pulsar\",namespace=\"{ns}\",topic=\"persistent://{ns}/topic-{t}\""
+                );
+                for (k, val) in *extra {
+                    let _ = write!(labels, ",{k}=\"{val}\"");
+                }
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
 }
 
 /// A bookie's page, as BookKeeper serves it on `:8000/metrics`: no `cluster` label, the

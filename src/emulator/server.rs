@@ -224,7 +224,10 @@ const TEXT: [(&str, &str); 1] = [("content-type", "text/plain; version=0.0.4; ch
 async fn broker_metrics(State((app, i)): State<(App, u32)>) -> Response {
     let (c, t) = app.now();
     match c.broker(i, t) {
-        Some(v) => (TEXT, page::broker(&v, c.config.topics, 100.0 + t)).into_response(),
+        Some(v) => {
+            let text = page::broker_page(&v, c.config.topics, 100.0 + t, c.config.topic_detail);
+            (TEXT, text).into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "pod not running\n").into_response(),
     }
 }

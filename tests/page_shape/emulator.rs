@@ -31,12 +31,13 @@ pub fn record() -> Value {
 }
 
 /// The emulator's broker and bookie pages (broker 0, bookie 0) and how their servers answer
-/// the metrics paths.
-pub async fn emulator_pages() -> (String, String, Value) {
+/// the metrics paths; `detail`: every topic-level family, not only the five rate series.
+pub async fn emulator_pages(detail: bool) -> (String, String, Value) {
     let emu = crate::support::emulator(Config {
         brokers: 2,
         max_brokers: 3,
         bookies: 2,
+        topic_detail: detail,
         ..Config::default()
     })
     .await;
@@ -223,7 +224,7 @@ fn fail_on(what: &str, problems: Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_pages_have_the_real_shape() {
-    let (broker, bookie, http) = emulator_pages().await;
+    let (broker, bookie, http) = emulator_pages(false).await;
     let real_broker = fixture("broker.prom");
     let real_bookie = fixture("bookie.prom");
     let real_http = record()["http"].clone();
@@ -239,8 +240,40 @@ async fn emulator_pages_have_the_real_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detailed_topics_have_every_real_topic_family() {
+    let (broker, _, _) = emulator_pages(true).await;
+    let (ours, real) = (shape(&broker), shape(&fixture("broker.prom")));
+    let mut problems = not_in_reference("broker", &ours, &real);
+    for (name, family) in &real {
+        let per_topic = family.label_sets.iter().any(|l| l.contains("topic"));
+        if per_topic && !ours.contains_key(name) {
+            problems.push(format!(
+                "broker: topic-level `{name}` of the real page is missing with topic detail"
+            ));
+        }
+    }
+    fail_on("the emulator's detailed pages", problems);
+    // Each of our topics has as many series as a captured topic with one producer and one
+    // subscription.
+    let topic = |s: &Sample, t: &str| s.labels.get("topic").is_some_and(|x| x == t);
+    let real_per_topic = samples(&fixture("broker.prom"))
+        .iter()
+        .filter(|s| topic(s, "persistent://public/default/shape-0"))
+        .count();
+    let ours_per_topic = samples(&broker)
+        .iter()
+        .filter(|s| topic(s, "persistent://public/default/topic-0"))
+        .count();
+    assert!(
+        real_per_topic > 5,
+        "the capture has {real_per_topic} series for shape-0"
+    );
+    assert_eq!(ours_per_topic, real_per_topic, "series per topic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_values_are_in_the_real_units() {
-    let (broker, bookie, _) = emulator_pages().await;
+    let (broker, bookie, _) = emulator_pages(true).await;
     // The rules hold on the real pages, so they say what the real units are.
     let disk = record()["bookieLedgerDiskUsedPercent"].as_f64();
     assert!(

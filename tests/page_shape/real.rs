@@ -232,7 +232,7 @@ async fn captures_match_a_live_real_pulsar() {
     use pulsar_autoscaler::metrics::exposition::wanted;
 
     let live = real_pages().await;
-    let (emu_broker, emu_bookie, _) = emulator_pages().await;
+    let (emu_broker, emu_bookie, _) = emulator_pages(false).await;
     let (broker, bookie) = (fixture("broker.prom"), fixture("bookie.prom"));
     let record = crate::emulator::record();
     let families = |emulated: &str, captured: &str| {
