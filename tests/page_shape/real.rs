@@ -220,7 +220,7 @@ async fn capture_real_pages() {
 }
 
 /// The committed captures still describe a live real Pulsar: every family the emulator serves
-/// or Direct mode reads has the same type, `# TYPE` line and label names on a live broker and
+/// (with topic detail) or Direct mode reads has the same type, `# TYPE` line and label names on a live broker and
 /// bookie, the metrics paths answer alike, and the live values obey the same unit rules. A
 /// Pulsar upgrade that renames or retypes a series fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +232,7 @@ async fn captures_match_a_live_real_pulsar() {
     use pulsar_autoscaler::metrics::exposition::wanted;
 
     let live = real_pages().await;
-    let (emu_broker, emu_bookie, _) = emulator_pages(false).await;
+    let (emu_broker, emu_bookie, _) = emulator_pages(true).await;
     let (broker, bookie) = (fixture("broker.prom"), fixture("bookie.prom"));
     let record = crate::emulator::record();
     let families = |emulated: &str, captured: &str| {
