@@ -69,7 +69,7 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 #[x_kube(
     validation = Rule::new("has(self.brokers) || has(self.bookies)").message("set at least one of brokers or bookies"),
     // Days are ours, not CEL's: such policies are left to the controller's own check.
-    validation = Rule::new("!has(self.metricsSource) || self.interval.contains('d') || self.metricsSource.timeout.contains('d') || duration(self.metricsSource.timeout) < duration(self.interval)").message("metricsSource.timeout must be shorter than interval"),
+    validation = Rule::new("!has(self.metricsSource) || !has(self.metricsSource.timeout) || self.interval.contains('d') || self.metricsSource.timeout.contains('d') || duration(self.metricsSource.timeout) < duration(self.interval)").message("metricsSource.timeout must be shorter than interval"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {
@@ -125,10 +125,11 @@ pub struct MetricsSourceSpec {
     )]
     #[schemars(length(max = 2048))]
     pub url: Option<String>,
-    /// Timeout of one query or scrape. Default `5s`.
-    #[serde(default = "default_timeout")]
+    /// Timeout of one query or scrape; must be shorter than `interval`. Default `5s`, or three
+    /// quarters of `interval` when that is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
-    pub timeout: String,
+    pub timeout: Option<String>,
     /// A sample older than this counts as missing, never as zero. Default `2m`.
     #[serde(default = "default_max_staleness")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -402,9 +403,6 @@ impl Default for RateLimitSpec {
 
 fn default_interval() -> String {
     "15s".into()
-}
-fn default_timeout() -> String {
-    "5s".into()
 }
 fn default_max_staleness() -> String {
     "2m".into()

@@ -403,7 +403,7 @@ fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
         return Source {
             kind: SourceType::Direct,
             url: None,
-            timeout: Duration::from_secs(5),
+            timeout: default_timeout(spec_interval(spec)),
             max_staleness: Duration::from_secs(120),
             headers: BTreeMap::new(),
             auth: None,
@@ -428,23 +428,28 @@ fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
             }
         }
     }
-    let timeout = c.duration("spec.metricsSource.timeout", &s.timeout);
     let max_staleness = c.duration("spec.metricsSource.maxStaleness", &s.max_staleness);
-    if timeout.is_zero() {
-        c.fail("spec.metricsSource.timeout", "must be greater than zero");
-    }
     // One source's round is shared by every policy on it: a query that may outlast the interval
     // would hold the others' evaluations too.
-    let interval = humantime::parse_duration(&spec.interval).unwrap_or_default();
-    if !interval.is_zero() && timeout >= interval {
-        c.fail(
-            "spec.metricsSource.timeout",
-            format!(
-                "must be shorter than spec.interval ({}), got {}",
-                spec.interval, s.timeout
-            ),
-        );
-    }
+    let interval = spec_interval(spec);
+    let timeout = match &s.timeout {
+        None => default_timeout(interval),
+        Some(text) => {
+            let t = c.duration("spec.metricsSource.timeout", text);
+            if t.is_zero() {
+                c.fail("spec.metricsSource.timeout", "must be greater than zero");
+            } else if !interval.is_zero() && t >= interval {
+                c.fail(
+                    "spec.metricsSource.timeout",
+                    format!(
+                        "must be shorter than spec.interval ({}), got {text}",
+                        spec.interval
+                    ),
+                );
+            }
+            t
+        }
+    };
     if let Some(auth) = &s.auth
         && auth.bearer_token_secret_ref.is_some()
         && auth.basic_auth_secret_ref.is_some()
@@ -606,6 +611,24 @@ impl Source {
     pub fn insecure_skip_verify(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
     }
+}
+
+/// Timeout of a source that sets none: 5 s, or three quarters of the interval when shorter.
+pub fn default_timeout(interval: Duration) -> Duration {
+    let cap = interval * 3 / 4;
+    if cap.is_zero() {
+        DEFAULT_TIMEOUT
+    } else {
+        DEFAULT_TIMEOUT.min(cap)
+    }
+}
+
+/// Timeout of a source that sets none, before the interval caps it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The interval as a duration; zero when it does not parse (reported elsewhere).
+fn spec_interval(spec: &ScalingPolicySpec) -> Duration {
+    humantime::parse_duration(&spec.interval).unwrap_or_default()
 }
 
 fn broker_policy(c: &mut Checker, b: &BrokerSpec) -> BrokerPolicy {
@@ -968,6 +991,11 @@ mod tests {
             )
         };
         assert!(problems(&yaml("15s", "5s")).is_empty());
+        assert_eq!(
+            default_timeout(Duration::from_secs(2)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(default_timeout(Duration::from_secs(15)), DEFAULT_TIMEOUT);
         assert_eq!(
             problems(&yaml("10s", "10s")),
             ["spec: metricsSource.timeout must be shorter than interval"]
