@@ -23,7 +23,7 @@ use pulsar_autoscaler::emulator::{Config, Running};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::apiserver::{ApiServer, apply_crd, ensure_namespace};
+use super::apiserver::{ApiServer, Builder, apply_crd, ensure_namespace};
 use super::monitoring::{self, Server};
 
 /// Namespace of the Pulsar cluster.
@@ -128,8 +128,15 @@ impl Pulsar {
     /// Starts the API server, installs `deploy/`, creates the workloads and claims, the
     /// emulator and Prometheus, and waits until Prometheus has the brokers' series.
     pub async fn start(shape: Shape) -> Pulsar {
+        let rbac = std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml");
+        Pulsar::start_with(shape, ApiServer::builder(), &rbac).await
+    }
+
+    /// Like `start`, with API server options (an audit log, users) and the RBAC manifests that
+    /// bind the controller's ServiceAccount.
+    pub async fn start_with(shape: Shape, server: Builder, rbac: &str) -> Pulsar {
         monitoring::crypto();
-        let api = ApiServer::start().await;
+        let api = server.start().await;
         let admin = api.client().await;
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
             &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
@@ -138,11 +145,7 @@ impl Pulsar {
         apply_crd(&admin, &crd).await;
         ensure_namespace(&admin, CONTROLLER_NS).await;
         ensure_namespace(&admin, NS).await;
-        apply_yaml(
-            &admin,
-            &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml"),
-        )
-        .await;
+        apply_yaml(&admin, rbac).await;
         let token = api
             .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
             .await;
