@@ -25,22 +25,25 @@ if [ -z "$cargo_fuzz" ] || [ ! -x "$cargo_fuzz" ]; then
   exit 1
 fi
 export RUSTC_BOOTSTRAP=1
-# The instrumented release build is kept in the per-user cache, shared by every checkout.
-target_dir="${XDG_CACHE_HOME:-$HOME/.cache}/pulsar-autoscaler/fuzz-target"
-flags=(-s none --debug-assertions --target-dir "$target_dir")
+# The instrumented release build goes to fuzz/target unless FUZZ_TARGET_DIR says otherwise.
+flags=(-s none --debug-assertions)
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+  flags+=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(ls fuzz/fuzz_targets | sed -n 's/\.rs$//p' | sort)
 fi
 "$cargo_fuzz" build "${flags[@]}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
   if [ "${FUZZ_KEEP:-0}" = 1 ]; then
     dirs=("fuzz/corpus/$t")
   else
-    scratch="$(mktemp -d)"
-    trap 'rm -rf "$scratch"' EXIT
-    dirs=("$scratch" "fuzz/corpus/$t")
+    mkdir -p "$scratch/$t"
+    dirs=("$scratch/$t" "fuzz/corpus/$t")
   fi
   echo "==> fuzz $t for ${seconds}s"
   log="$(mktemp)"
