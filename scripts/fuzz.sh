@@ -5,7 +5,7 @@
 # A crash or a broken property stops the run with the input in fuzz/artifacts/<target>/; add it
 # to fuzz/corpus/<target>/ with the fix, so tests/fuzz_corpus.rs replays it in every cargo test.
 #
-#   FUZZ_SECONDS=20 scripts/fuzz.sh [target...]
+#   FUZZ_SECONDS=20 [FUZZ_DEV=1] [FUZZ_KEEP=1] scripts/fuzz.sh [target...]
 #
 # Only the stable toolchain is needed: RUSTC_BOOTSTRAP=1 lets it take the nightly flags that
 # cargo-fuzz passes (-Zsanitizer, -Cpasses=sancov-module). The sanitizer is off: the parsers are
@@ -27,6 +27,11 @@ fi
 export RUSTC_BOOTSTRAP=1
 # The instrumented release build goes to fuzz/target unless FUZZ_TARGET_DIR says otherwise.
 flags=(-s none --debug-assertions)
+# FUZZ_DEV=1 builds without optimizations: a fraction of the release build's time, fewer
+# executions per second; what a short smoke run in `make test` wants.
+if [ "${FUZZ_DEV:-0}" = 1 ]; then
+  flags+=(--dev)
+fi
 if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
   flags+=(--target-dir "$FUZZ_TARGET_DIR")
 fi

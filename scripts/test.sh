@@ -29,4 +29,4 @@ cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 # A short coverage-guided run of every fuzz target (tests/fuzz_corpus.rs above replayed the corpora).
 echo "==> fuzz (${FUZZ_SECONDS:-20}s per target)"
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}" scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" FUZZ_DEV="${FUZZ_DEV:-1}" scripts/fuzz.sh
