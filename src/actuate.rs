@@ -143,7 +143,7 @@ pub async fn event(
         },
         reason: reason.to_string(),
         // The API server rejects notes over 1 kB.
-        note: Some(note.chars().take(1000).collect()),
+        note: Some(crate::policy::bounded(&note, 1000)),
         action: action.to_string(),
         secondary: None,
     };

@@ -66,12 +66,16 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("has(self.brokers) || has(self.bookies)").message("set at least one of brokers or bookies"))]
+#[x_kube(
+    validation = Rule::new("has(self.brokers) || has(self.bookies)").message("set at least one of brokers or bookies"),
+    // Days are ours, not CEL's: such policies are left to the controller's own check.
+    validation = Rule::new("!has(self.metricsSource) || !has(self.metricsSource.timeout) || self.interval.contains('d') || self.metricsSource.timeout.contains('d') || duration(self.metricsSource.timeout) < duration(self.interval)").message("metricsSource.timeout must be shorter than interval"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {
     /// Evaluation period. Default `15s`.
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub interval: String,
     /// Decide and record everything, change nothing. Default `false`.
     #[serde(default)]
@@ -114,12 +118,18 @@ pub struct MetricsSourceSpec {
     pub type_: Option<SourceType>,
     /// Base URL of the query API, e.g. `http://prometheus.monitoring:9090`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must start with http:// or https://"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must start with http:// or https://"),
+        validation = Rule::new("!self.matches('^[a-z]+://[^/]*@')").message("url must not carry a user name or password; use auth"),
+        validation = Rule::new("!self.contains('?') && !self.contains('#')").message("url must not have a query string or fragment"),
+    )]
+    #[schemars(length(max = 2048))]
     pub url: Option<String>,
-    /// Timeout of one query or scrape. Default `5s`.
-    #[serde(default = "default_timeout")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: String,
+    /// Timeout of one query or scrape; must be shorter than `interval`. Default `5s`, or three
+    /// quarters of `interval` when that is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub timeout: Option<String>,
     /// A sample older than this counts as missing, never as zero. Default `2m`.
     #[serde(default = "default_max_staleness")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -393,9 +403,6 @@ impl Default for RateLimitSpec {
 
 fn default_interval() -> String {
     "15s".into()
-}
-fn default_timeout() -> String {
-    "5s".into()
 }
 fn default_max_staleness() -> String {
     "2m".into()

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod decide;
 pub mod emulator;
 pub mod evaluate;
+pub mod fuzzing;
 pub mod guard;
 pub mod metrics;
 pub mod policy;

@@ -108,6 +108,18 @@ struct RunArgs {
     /// Changes allowed back to back under `--max-actions-per-hour`.
     #[arg(long, default_value_t = 10)]
     max_actions_burst: u32,
+    /// Only metrics sources under this URL prefix may be called (repeatable); a policy naming
+    /// another is Invalid with reason SourceNotAllowed. Default: any http(s) URL.
+    #[arg(long = "allow-source", value_name = "URL_PREFIX", value_parser = parse_allowed_source)]
+    allow_source: Vec<policy::AllowedSource>,
+    /// Refuse policies with `tls.insecureSkipVerify: true` (Invalid, reason
+    /// InsecureSkipVerifyForbidden) instead of only warning about them.
+    #[arg(long)]
+    forbid_insecure_skip_verify: bool,
+}
+
+fn parse_allowed_source(text: &str) -> Result<policy::AllowedSource, String> {
+    policy::AllowedSource::parse(text)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -222,6 +234,10 @@ fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
             actions_per_hour: n.max(1),
             burst: args.max_actions_burst.max(1),
         }),
+        admission: policy::Admission {
+            allowed_sources: args.allow_source,
+            forbid_insecure_skip_verify: args.forbid_insecure_skip_verify,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(controller::run(settings))?;

@@ -403,7 +403,7 @@ fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
         return Source {
             kind: SourceType::Direct,
             url: None,
-            timeout: Duration::from_secs(5),
+            timeout: default_timeout(spec_interval(spec)),
             max_staleness: Duration::from_secs(120),
             headers: BTreeMap::new(),
             auth: None,
@@ -421,18 +421,35 @@ fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
                 "spec.metricsSource.url",
                 format!("required for a {kind:?} source"),
             ),
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => c.fail(
-                "spec.metricsSource.url",
-                format!("must start with http:// or https://, got {u:?}"),
-            ),
-            Some(_) => {}
+            Some(u) => {
+                if let Err(why) = source_url(u) {
+                    c.fail("spec.metricsSource.url", why);
+                }
+            }
         }
     }
-    let timeout = c.duration("spec.metricsSource.timeout", &s.timeout);
     let max_staleness = c.duration("spec.metricsSource.maxStaleness", &s.max_staleness);
-    if timeout.is_zero() {
-        c.fail("spec.metricsSource.timeout", "must be greater than zero");
-    }
+    // One source's round is shared by every policy on it: a query that may outlast the interval
+    // would hold the others' evaluations too.
+    let interval = spec_interval(spec);
+    let timeout = match &s.timeout {
+        None => default_timeout(interval),
+        Some(text) => {
+            let t = c.duration("spec.metricsSource.timeout", text);
+            if t.is_zero() {
+                c.fail("spec.metricsSource.timeout", "must be greater than zero");
+            } else if !interval.is_zero() && t >= interval {
+                c.fail(
+                    "spec.metricsSource.timeout",
+                    format!(
+                        "must be shorter than spec.interval ({}), got {text}",
+                        spec.interval
+                    ),
+                );
+            }
+            t
+        }
+    };
     if let Some(auth) = &s.auth
         && auth.bearer_token_secret_ref.is_some()
         && auth.basic_auth_secret_ref.is_some()
@@ -451,6 +468,167 @@ fn source(c: &mut Checker, spec: &ScalingPolicySpec) -> Source {
         auth: s.auth.clone(),
         tls: s.tls.clone(),
     }
+}
+
+/// Longest URL accepted for a metrics source.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Checks a metrics source URL and returns it parsed: http(s) only, and nothing a request could
+/// carry besides the address (no user name or password, query or fragment: credentials belong in
+/// Secrets, and the query API's parameters are the controller's).
+pub fn source_url(text: &str) -> Result<reqwest::Url, String> {
+    if text.len() > MAX_URL_LEN {
+        return Err(format!("must be at most {MAX_URL_LEN} characters"));
+    }
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Err(format!(
+            "must start with http:// or https://, got {:?}",
+            bounded(text, 80)
+        ));
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password; use spec.metricsSource.auth".into());
+    }
+    if url.query().is_some() {
+        return Err("must not have a query string (?...)".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment (#...)".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    Ok(url)
+}
+
+/// At most `max` characters of `text`, ending with `…` when cut. Every message the controller
+/// stores (conditions, Events, the decision log) goes through this.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// What the operator lets policies do, from `run` flags; checked on top of the policy's own
+/// rules, by the controller only (a policy file cannot know the flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// URL prefixes a metrics source must start with; empty: any URL.
+    pub allowed_sources: Vec<AllowedSource>,
+    /// Refuse `tls.insecureSkipVerify: true`.
+    pub forbid_insecure_skip_verify: bool,
+}
+
+/// One `--allow-source` prefix, parsed so that it is compared by scheme, host, port and path
+/// segments rather than by text (`http://prom:9090` must not allow `http://prom:90901` or
+/// `http://prom:9090.evil.example`, and `..` must not climb out of a path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedSource {
+    text: String,
+    url: reqwest::Url,
+}
+
+impl AllowedSource {
+    /// Parses a prefix as given on the command line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = source_url(text).map_err(|why| format!("--allow-source {text:?} {why}"))?;
+        Ok(AllowedSource {
+            text: text.to_string(),
+            url,
+        })
+    }
+
+    /// Whether `url` lies under this prefix.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        if url.scheme() != self.url.scheme()
+            || url.host_str() != self.url.host_str()
+            || url.port_or_known_default() != self.url.port_or_known_default()
+        {
+            return false;
+        }
+        let prefix = self.url.path().trim_end_matches('/');
+        let path = url.path();
+        prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// The prefix as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Why the operator's settings refuse a policy: a condition reason and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Condition reason: `SourceNotAllowed` or `InsecureSkipVerifyForbidden`.
+    pub reason: &'static str,
+    /// What to do about it.
+    pub message: String,
+}
+
+impl Admission {
+    /// Checks a policy's source against the operator's settings.
+    pub fn check(&self, source: &Source) -> Result<(), Refusal> {
+        if let (false, Some(text)) = (self.allowed_sources.is_empty(), source.url.as_deref()) {
+            let allowed = source_url(text)
+                .map(|url| self.allowed_sources.iter().any(|a| a.allows(&url)))
+                .unwrap_or(false);
+            if !allowed {
+                let list: Vec<&str> = self.allowed_sources.iter().map(|a| a.as_str()).collect();
+                return Err(Refusal {
+                    reason: "SourceNotAllowed",
+                    message: format!(
+                        "spec.metricsSource.url {:?} is not under a source this controller may \
+                         call; allowed: {}",
+                        bounded(text, 200),
+                        list.join(", ")
+                    ),
+                });
+            }
+        }
+        if self.forbid_insecure_skip_verify && source.insecure_skip_verify() {
+            return Err(Refusal {
+                reason: "InsecureSkipVerifyForbidden",
+                message: "spec.metricsSource.tls.insecureSkipVerify is true, which this \
+                          controller forbids: give the server's CA in tls.caSecretRef instead"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Whether the server's certificate is accepted unchecked.
+    pub fn insecure_skip_verify(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
+    }
+}
+
+/// Timeout of a source that sets none: 5 s, or three quarters of the interval when shorter.
+pub fn default_timeout(interval: Duration) -> Duration {
+    let cap = interval * 3 / 4;
+    if cap.is_zero() {
+        DEFAULT_TIMEOUT
+    } else {
+        DEFAULT_TIMEOUT.min(cap)
+    }
+}
+
+/// Timeout of a source that sets none, before the interval caps it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The interval as a duration; zero when it does not parse (reported elsewhere).
+fn spec_interval(spec: &ScalingPolicySpec) -> Duration {
+    humantime::parse_duration(&spec.interval).unwrap_or_default()
 }
 
 fn broker_policy(c: &mut Checker, b: &BrokerSpec) -> BrokerPolicy {
@@ -713,6 +891,127 @@ mod tests {
             "apiVersion: pulsar-autoscaler.dev/v1alpha1\nkind: ScalingPolicy\n\
              metadata: {{name: p}}\nspec:\n  bookies: {{statefulSet: b, maxSize: {max_size}}}\n"
         )
+    }
+
+    fn source_with(url: &str, insecure: bool) -> Source {
+        Source {
+            kind: SourceType::Prometheus,
+            url: Some(url.into()),
+            timeout: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(120),
+            headers: BTreeMap::new(),
+            auth: None,
+            tls: Some(TlsSpec {
+                ca_secret_ref: None,
+                insecure_skip_verify: insecure,
+            }),
+        }
+    }
+
+    #[test]
+    fn source_urls_carry_only_an_address() {
+        assert!(source_url("http://prom.monitoring:9090/select/0/prometheus").is_ok());
+        for (url, why) in [
+            ("http://user:pw@prom:9090", "user name or password"),
+            ("http://user@prom:9090", "user name or password"),
+            ("http://prom:9090/?x=1", "query string"),
+            ("http://prom:9090/#top", "fragment"),
+            ("ftp://prom", "http:// or https://"),
+            ("http://", "not a URL"),
+        ] {
+            let e = source_url(url).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+        assert!(source_url(&format!("http://p/{}", "a".repeat(MAX_URL_LEN))).is_err());
+    }
+
+    #[test]
+    fn allowed_sources_match_by_host_port_and_path_segment() {
+        let a = AllowedSource::parse("http://prom.monitoring:9090").unwrap();
+        let vm = AllowedSource::parse("https://vm.monitoring/select/1/").unwrap();
+        let ok = |a: &AllowedSource, u: &str| a.allows(&source_url(u).unwrap());
+        assert!(ok(&a, "http://prom.monitoring:9090"));
+        assert!(ok(&a, "http://PROM.monitoring:9090/"));
+        assert!(ok(&a, "http://prom.monitoring:9090/prometheus"));
+        let short = AllowedSource::parse("http://prom.monitoring:90").unwrap();
+        assert!(!ok(&short, "http://prom.monitoring:9090"));
+        let host = AllowedSource::parse("http://prom.monitoring").unwrap();
+        assert!(!ok(&host, "http://prom.monitoring.evil.example/"));
+        assert!(!ok(&host, "http://prom.monitoring:8080/"));
+        assert!(!ok(&a, "https://prom.monitoring:9090"));
+        assert!(!ok(&a, "http://prom.monitoring"));
+        assert!(ok(&vm, "https://vm.monitoring:443/select/1/prometheus"));
+        assert!(ok(&vm, "https://vm.monitoring/select/1"));
+        assert!(!ok(&vm, "https://vm.monitoring/select/10/prometheus"));
+        assert!(!ok(&vm, "https://vm.monitoring/select/1/../2/prometheus"));
+        assert!(AllowedSource::parse("http://u:p@prom").is_err());
+        assert!(AllowedSource::parse("prom:9090").is_err());
+    }
+
+    #[test]
+    fn admission_refuses_sources_outside_the_list_and_forbidden_tls() {
+        let open = Admission::default();
+        assert_eq!(open.check(&source_with("http://anything:1", true)), Ok(()));
+        let strict = Admission {
+            allowed_sources: vec![AllowedSource::parse("http://prom:9090").unwrap()],
+            forbid_insecure_skip_verify: true,
+        };
+        assert_eq!(
+            strict.check(&source_with("http://prom:9090", false)),
+            Ok(())
+        );
+        let e = strict
+            .check(&source_with("http://169.254.169.254/latest", false))
+            .unwrap_err();
+        assert_eq!(e.reason, "SourceNotAllowed");
+        assert!(e.message.contains("http://prom:9090"), "{}", e.message);
+        let e = strict
+            .check(&source_with("http://prom:9090", true))
+            .unwrap_err();
+        assert_eq!(e.reason, "InsecureSkipVerifyForbidden");
+        // Direct sources have no URL and are not refused by the list.
+        let direct = Source {
+            kind: SourceType::Direct,
+            url: None,
+            tls: None,
+            ..source_with("http://x", false)
+        };
+        assert_eq!(strict.check(&direct), Ok(()));
+    }
+
+    #[test]
+    fn timeout_must_be_shorter_than_the_interval() {
+        let yaml = |interval: &str, timeout: &str| {
+            format!(
+                "apiVersion: pulsar-autoscaler.dev/v1alpha1\nkind: ScalingPolicy\n\
+                 metadata: {{name: p}}\nspec:\n  interval: {interval}\n  metricsSource: \
+                 {{url: \"http://prom:9090\", timeout: {timeout}}}\n  \
+                 bookies: {{statefulSet: b, maxSize: 2Ti}}\n"
+            )
+        };
+        assert!(problems(&yaml("15s", "5s")).is_empty());
+        assert_eq!(
+            default_timeout(Duration::from_secs(2)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(default_timeout(Duration::from_secs(15)), DEFAULT_TIMEOUT);
+        assert_eq!(
+            problems(&yaml("10s", "10s")),
+            ["spec: metricsSource.timeout must be shorter than interval"]
+        );
+        // Days are beyond CEL's durations: the Rust rule still holds.
+        assert_eq!(
+            problems(&yaml("1d", "2d")),
+            ["spec.metricsSource.timeout: must be shorter than spec.interval (1d), got 2d"]
+        );
+    }
+
+    #[test]
+    fn bounded_cuts_on_characters() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("ééééé", 3), "éé…");
+        assert_eq!(bounded("abc", 0), "…");
     }
 
     #[test]

@@ -162,6 +162,18 @@ fn invalid_policies_are_rejected_with_one_clear_line_each() {
             "step-percent-out-of-range",
             "spec.brokers.scaleUp.maxStep.percent: maxStep.percent must be in (0, 100]",
         ),
+        (
+            "url-with-userinfo",
+            "spec.metricsSource.url: url must not carry a user name or password",
+        ),
+        (
+            "url-with-query",
+            "spec.metricsSource.url: url must not have a query string or fragment",
+        ),
+        (
+            "timeout-not-below-interval",
+            "spec: metricsSource.timeout must be shorter than interval",
+        ),
     ];
     for (name, line) in expected {
         let file = format!("tests/fixtures/invalid/{name}.yaml");

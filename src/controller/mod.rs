@@ -93,6 +93,8 @@ pub struct Settings {
     pub lease_seconds: u64,
     /// Controller-wide limit on actions, over all policies.
     pub global_rate_limit: Option<RateLimit>,
+    /// What the operator lets policies do (allowed sources, insecure TLS).
+    pub admission: policy::Admission,
 }
 
 /// Shared state of every reconcile.
@@ -106,6 +108,7 @@ pub struct Context {
     guard: Mutex<Guard>,
     sampler: observe::Sampler,
     store: Store<ScalingPolicy>,
+    admission: policy::Admission,
 }
 
 impl Context {
@@ -136,7 +139,9 @@ impl Context {
                 let value = serde_json::to_value(&*sp).ok()?;
                 let (_, p) = policy::check_object(&value).ok()?;
                 let ns = sp.namespace()?;
-                (!p.suspend && source_key(&ns, &p.source) == key).then_some((sp, p))
+                // A policy the operator refuses never joins a round, even on a shared source.
+                let admitted = self.admission.check(&p.source).is_ok();
+                (admitted && !p.suspend && source_key(&ns, &p.source) == key).then_some((sp, p))
             })
             .collect()
     }
@@ -246,6 +251,7 @@ async fn control(
         guard: Mutex::new(Guard::new(settings.global_rate_limit)),
         sampler: observe::Sampler::new(client),
         store: reader.clone(),
+        admission: settings.admission.clone(),
     });
     let (for_sts, for_pvc) = (reader.clone(), reader.clone());
     let mut stop = shutdown.clone();

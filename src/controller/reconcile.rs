@@ -97,12 +97,30 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
             return Ok(Requeue::requeue(INVALID_RETRY));
         }
     };
+    if let Err(refusal) = ctx.admission.check(&policy.source) {
+        // Refused by the operator's settings: the source is never called.
+        let was_invalid = status::is_true(&run.status, kind::INVALID);
+        run.condition(kind::INVALID, true, refusal.reason, &refusal.message);
+        run.condition(
+            kind::READY,
+            false,
+            refusal.reason,
+            "the controller refuses this policy; see the Invalid condition",
+        );
+        if !was_invalid {
+            run.event(true, refusal.reason, "Validate", refusal.message)
+                .await;
+        }
+        run.write_status().await?;
+        return Ok(Requeue::requeue(INVALID_RETRY));
+    }
     run.condition(
         kind::INVALID,
         false,
         "SpecValid",
         "the spec passed every check",
     );
+    run.insecure_tls(&policy).await;
     run.condition(
         kind::DRY_RUN,
         policy.dry_run,
@@ -235,6 +253,29 @@ impl Run<'_> {
             note,
         )
         .await;
+    }
+
+    /// Warns, as a condition and one Event, while the source's certificate is not checked.
+    async fn insecure_tls(&mut self, policy: &Policy) {
+        let insecure = policy.source.insecure_skip_verify();
+        let was = status::is_true(&self.status, kind::INSECURE_TLS);
+        if insecure {
+            let message = "spec.metricsSource.tls.insecureSkipVerify is true: the server's \
+                           certificate is not checked, so an impostor could read the queries \
+                           and any credentials sent with them; give its CA in tls.caSecretRef";
+            self.condition(kind::INSECURE_TLS, true, "InsecureSkipVerify", message);
+            if !was {
+                self.event(true, "InsecureSkipVerify", "Validate", message.into())
+                    .await;
+            }
+        } else if status::has(&self.status, kind::INSECURE_TLS) {
+            self.condition(
+                kind::INSECURE_TLS,
+                false,
+                "CertificateVerified",
+                "the source's certificate is checked",
+            );
+        }
     }
 
     async fn write_status(&self) -> Result<(), Error> {
@@ -647,7 +688,7 @@ impl Run<'_> {
                     state.requested
                 })),
                 state: state_text.to_string(),
-                message: Some(message),
+                message: Some(crate::policy::bounded(&message, status::MESSAGE_MAX)),
                 last_expand_time: last_expand.map(Time),
             });
         }

@@ -24,9 +24,15 @@ pub mod kind {
     pub const SUSPENDED: &str = "Suspended";
     /// `spec.dryRun` is set.
     pub const DRY_RUN: &str = "DryRun";
-    /// The spec breaks a rule the schema could not check.
+    /// The spec breaks a rule the schema could not check, or the operator's settings refuse it.
     pub const INVALID: &str = "Invalid";
+    /// The metrics source's certificate is not checked (`tls.insecureSkipVerify`).
+    pub const INSECURE_TLS: &str = "InsecureTLS";
 }
+
+/// Longest condition message or decision reason stored; the status stays small and a source's
+/// words cannot fill it.
+pub const MESSAGE_MAX: usize = 1024;
 
 /// Sets a condition, keeping `lastTransitionTime` when the status did not change.
 pub fn set_condition(
@@ -39,7 +45,7 @@ pub fn set_condition(
     now: Timestamp,
 ) {
     let text = if value { "True" } else { "False" };
-    let message = message.into();
+    let message = crate::policy::bounded(&message.into(), MESSAGE_MAX);
     match status.conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != text {
@@ -59,6 +65,11 @@ pub fn set_condition(
             observed_generation: generation,
         }),
     }
+}
+
+/// Whether a condition of this type is present at all.
+pub fn has(status: &ScalingPolicyStatus, type_: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == type_)
 }
 
 /// Whether a condition is currently `True`.
@@ -83,7 +94,7 @@ pub fn log_decision(
         action: action.to_string(),
         from: decision.from as i64,
         to: decision.to as i64,
-        reason: decision.reason(),
+        reason: crate::policy::bounded(&decision.reason(), MESSAGE_MAX),
         dry_run: decision.dry_run,
     };
     if decision.dry_run
@@ -149,6 +160,19 @@ mod tests {
         set_condition(&mut s, kind::READY, false, "Failed", "no", Some(1), at(20));
         assert_eq!(s.conditions[0].last_transition_time, Time(at(20)));
         assert!(!is_true(&s, kind::READY));
+    }
+
+    #[test]
+    fn stored_messages_are_cut_to_the_bound() {
+        let mut s = ScalingPolicyStatus::default();
+        let long = "é".repeat(5000);
+        set_condition(&mut s, kind::READY, false, "X", long.clone(), None, at(0));
+        assert_eq!(s.conditions[0].message.chars().count(), MESSAGE_MAX);
+        assert!(s.conditions[0].message.ends_with('…'));
+        let mut d = decision(false);
+        d.reasons = vec![long];
+        log_decision(&mut s, &d, "ScaleUp", at(0));
+        assert_eq!(s.decisions[0].reason.chars().count(), MESSAGE_MAX);
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! Credentials of a metrics source: read from Secrets once, then handed to the HTTP client as
 //! plain values, so the client side is testable without a cluster.
+//!
+//! A Secret is read only with its owner's consent: it must carry the label
+//! [`CONSENT_LABEL`]`=true`. The controller asks the API server only for Secrets with that label
+//! (a list by name and label), so the contents of any other Secret never leave the API server,
+//! whatever a policy names.
 
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use kube::api::ListParams;
 
 use super::error::MetricsError;
 use crate::policy::Source;
+
+/// Label that lets the controller read a Secret for the policies of its namespace.
+pub const CONSENT_LABEL: &str = "pulsar-autoscaler.dev/consent";
 
 /// How requests authenticate.
 #[derive(Clone, PartialEq, Eq)]
@@ -82,12 +91,34 @@ pub fn basic_from_secret(
     })
 }
 
+/// The Secret `name`, asked for only with the consent label: a Secret without it is never sent.
 async fn fetch(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Secret, MetricsError> {
-    secrets.get(name).await.map_err(|e| MetricsError::Secret {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        problem: format!("cannot read it: {e}"),
-    })
+    let params = ListParams::default()
+        .labels(&format!("{CONSENT_LABEL}=true"))
+        .fields(&format!("metadata.name={name}"));
+    let list = secrets
+        .list(&params)
+        .await
+        .map_err(|e| MetricsError::Secret {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            problem: format!(
+                "cannot read it: {}",
+                crate::policy::bounded(&e.to_string(), 300)
+            ),
+        })?;
+    list.items
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .ok_or_else(|| MetricsError::Secret {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            problem: format!(
+                "not found with the label {CONSENT_LABEL}=true; the controller reads only Secrets \
+                 their owner marked for it: kubectl -n {namespace} label secret {name} \
+                 {CONSENT_LABEL}=true"
+            ),
+        })
 }
 
 /// The bytes of one key, from `data` or `stringData`.

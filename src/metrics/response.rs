@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{MetricsError, snippet};
+use super::error::{MetricsError, error_type, json_problem, query_message, snippet};
 
 /// One value at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,7 +93,7 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
             }
             return Err(MetricsError::Decode {
                 url: url.to_string(),
-                detail: format!("not JSON: {e}"),
+                detail: format!("not JSON: {}", json_problem(&e)),
                 snippet: snippet(body),
             });
         }
@@ -102,8 +102,8 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
         return Err(MetricsError::Query {
             url: url.to_string(),
             status,
-            error_type: envelope.error_type.unwrap_or_else(|| "unknown".into()),
-            message: envelope.error.unwrap_or_else(|| "no message".into()),
+            error_type: error_type(envelope.error_type.as_deref()),
+            message: query_message(envelope.error.as_deref()),
         });
     }
     if !(200..300).contains(&status) {
@@ -124,7 +124,7 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
     match data.result_type.as_str() {
         "vector" => {
             let raw: Vec<RawInstant> = serde_json::from_value(data.result)
-                .map_err(|e| decode(format!("vector result: {e}")))?;
+                .map_err(|e| decode(format!("vector result: {}", json_problem(&e))))?;
             raw.into_iter()
                 .map(|r| {
                     Ok(InstantSeries {
@@ -137,7 +137,7 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
         }
         "matrix" => {
             let raw: Vec<RawRange> = serde_json::from_value(data.result)
-                .map_err(|e| decode(format!("matrix result: {e}")))?;
+                .map_err(|e| decode(format!("matrix result: {}", json_problem(&e))))?;
             raw.into_iter()
                 .map(|r| {
                     let points = r
@@ -156,18 +156,22 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
         }
         "scalar" => {
             let raw: (f64, String) = serde_json::from_value(data.result)
-                .map_err(|e| decode(format!("scalar result: {e}")))?;
+                .map_err(|e| decode(format!("scalar result: {}", json_problem(&e))))?;
             Ok(QueryResult::Scalar(point(raw).map_err(&decode)?))
         }
-        other => Err(decode(format!(
-            "result type {other:?}; a numeric query is needed"
-        ))),
+        "string" => Err(decode(
+            "result type \"string\"; a numeric query is needed".into(),
+        )),
+        _ => Err(decode(
+            "an unknown result type; a numeric query is needed".into(),
+        )),
     }
 }
 
 /// `[<unix seconds>, "<value>"]` → a point; Prometheus spells specials `NaN`, `+Inf`, `-Inf`.
 fn point((secs, text): (f64, String)) -> Result<Point, String> {
-    let value = parse_value(&text).ok_or_else(|| format!("value {text:?} is not a number"))?;
+    // The value is the server's text: say what is wrong without repeating it.
+    let value = parse_value(&text).ok_or_else(|| "a sample value is not a number".to_string())?;
     let at = timestamp(secs).ok_or_else(|| format!("time {secs} is out of range"))?;
     Ok(Point { value, at })
 }
@@ -241,7 +245,9 @@ mod tests {
         ));
         let e = parse(URL, 200, "<html>login</html>").unwrap_err();
         assert_eq!(e.label(), "decode");
-        assert!(e.to_string().contains("<html>login</html>"), "{e}");
+        // The body is described, never repeated into status or Events.
+        assert!(!e.to_string().contains("login"), "{e}");
+        assert!(e.to_string().contains("18 bytes of HTML or XML"), "{e}");
         let odd = r#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#;
         assert_eq!(parse(URL, 200, odd).unwrap_err().label(), "decode");
         let bad = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}"#;

@@ -23,7 +23,7 @@ use pulsar_autoscaler::emulator::{Config, Running};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::apiserver::{ApiServer, apply_crd, ensure_namespace};
+use super::apiserver::{ApiServer, Builder, apply_crd, ensure_namespace};
 use super::monitoring::{self, Server};
 
 /// Namespace of the Pulsar cluster.
@@ -127,8 +127,14 @@ where
 /// Starts an API server with the CRD and the RBAC of `deploy/` installed; returns it, an admin
 /// client and the kubeconfig of the controller's ServiceAccount.
 pub async fn install() -> (ApiServer, Client, PathBuf) {
+    let rbac = std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml");
+    install_with(ApiServer::builder(), &rbac).await
+}
+
+/// Like `install`, with API server options and the RBAC manifests to apply.
+pub async fn install_with(server: Builder, rbac: &str) -> (ApiServer, Client, PathBuf) {
     monitoring::crypto();
-    let api = ApiServer::start().await;
+    let api = server.start().await;
     let admin = api.client().await;
     let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
         &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
@@ -136,11 +142,7 @@ pub async fn install() -> (ApiServer, Client, PathBuf) {
     .expect("CRD");
     apply_crd(&admin, &crd).await;
     ensure_namespace(&admin, CONTROLLER_NS).await;
-    apply_yaml(
-        &admin,
-        &std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml"),
-    )
-    .await;
+    apply_yaml(&admin, rbac).await;
     let token = api
         .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
         .await;
@@ -152,7 +154,14 @@ impl Pulsar {
     /// Starts the API server, installs `deploy/`, creates the workloads and claims, the
     /// emulator and Prometheus, and waits until Prometheus has the brokers' series.
     pub async fn start(shape: Shape) -> Pulsar {
-        let (api, admin, controller_kubeconfig) = install().await;
+        let rbac = std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml");
+        Pulsar::start_with(shape, ApiServer::builder(), &rbac).await
+    }
+
+    /// Like `start`, with API server options (an audit log, users) and the RBAC manifests that
+    /// bind the controller's ServiceAccount.
+    pub async fn start_with(shape: Shape, server: Builder, rbac: &str) -> Pulsar {
+        let (api, admin, controller_kubeconfig) = install_with(server, rbac).await;
         ensure_namespace(&admin, NS).await;
 
         let classes: Api<StorageClass> = Api::all(admin.clone());
