@@ -18,9 +18,10 @@ use crate::api::{
     BookieStatus, BrokerStatus, MetricStatus, ScalingPolicy, ScalingPolicyStatus, VolumeStatus,
 };
 use crate::decide::{
-    Action, Availability, BrokerMemory, BrokerOutcome, Decision, Flags, VolumeState,
-    decide_brokers, decide_claim,
+    Action, Ahead, Availability, BrokerInputs, BrokerMemory, BrokerOutcome, Decision, Flags,
+    VolumeState, decide_brokers_with, decide_claim,
 };
+use crate::decide::forecast::{DEFAULT_HORIZON, NoHistory};
 use crate::guard::{self, Verdict};
 use crate::metrics::PolicyReadings;
 use crate::policy::{self, Policy};
@@ -295,15 +296,22 @@ impl Run<'_> {
             dry_run: policy.dry_run,
             suspend: false,
         };
-        let outcome = decide_brokers(
-            brokers,
+        let inputs = BrokerInputs {
+            policy: brokers,
             flags,
-            policy.source.max_staleness,
+            max_staleness: policy.source.max_staleness,
             current,
-            &samples,
-            &memory,
-            self.now,
-        );
+            samples: &samples,
+            memory: &memory,
+            now: self.now,
+        };
+        // The daily pattern needs the source's history; until it is fetched, trend only.
+        let ahead = policy.forecast.map(|f| Ahead {
+            policy: f,
+            history: &NoHistory,
+            unmeasured_horizon: DEFAULT_HORIZON,
+        });
+        let outcome = decide_brokers_with(&inputs, ahead.as_ref());
         if let Some(note) = self.metrics_condition(&outcome, readings) {
             self.event(true, "MetricsUnavailable", "Evaluate", note)
                 .await;

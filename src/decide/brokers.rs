@@ -118,7 +118,7 @@ pub struct Ahead<'a> {
     /// The checked settings.
     pub policy: ForecastPolicy,
     /// Past values of the metrics (the daily pattern's input); [`NoHistory`](super::forecast::NoHistory) when none.
-    pub history: &'a dyn History,
+    pub history: &'a (dyn History + Sync),
     /// Horizon under `auto` until one is measured.
     pub unmeasured_horizon: Duration,
 }

@@ -184,7 +184,16 @@ pub fn forecast(
     look: Duration,
     fmt: &dyn Fn(f64) -> String,
 ) -> Option<Forecast> {
-    let t = trend(recent)?;
+    let mut t = trend(recent)?;
+    // The newest few samples decide whether a rise goes on: a ramp that has ended stops
+    // being extrapolated within a minute, while a long fit alone would carry it on for minutes.
+    if let Some(short) = recent
+        .len()
+        .checked_sub(MIN_TREND_SAMPLES)
+        .and_then(|from| trend(&recent[from..]))
+    {
+        t.slope = t.slope.min(short.slope);
+    }
     let ahead = look.as_secs_f64();
     let by_trend = t.level + t.slope * ahead;
     let mut from = format!(
