@@ -376,7 +376,9 @@ fn replica_panel(
                     .map(|p| TriangleMarker::new(p, 7, FORECAST_MARK_COLOR.stroke_width(2))),
             )?
             .label(series::FORECAST_UP)
-            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, FORECAST_MARK_COLOR.stroke_width(2)));
+            .legend(|(x, y)| {
+                TriangleMarker::new((x + 10, y), 7, FORECAST_MARK_COLOR.stroke_width(2))
+            });
     }
     let dropped: Vec<(f64, f64)> = report
         .policy

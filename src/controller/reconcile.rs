@@ -17,11 +17,11 @@ use crate::actuate;
 use crate::api::{
     BookieStatus, BrokerStatus, MetricStatus, ScalingPolicy, ScalingPolicyStatus, VolumeStatus,
 };
+use crate::decide::forecast::{DEFAULT_HORIZON, NoHistory};
 use crate::decide::{
     Action, Ahead, Availability, BrokerInputs, BrokerMemory, BrokerOutcome, Decision, Flags,
     VolumeState, decide_brokers_with, decide_claim,
 };
-use crate::decide::forecast::{DEFAULT_HORIZON, NoHistory};
 use crate::guard::{self, Verdict};
 use crate::metrics::PolicyReadings;
 use crate::policy::{self, Policy};
