@@ -96,11 +96,17 @@ pub fn diurnal() -> Trace {
 
 /// The diurnal cycle over `days` days at 15 s (the replay-speed bench uses a week).
 pub fn diurnal_days(days: u32) -> Trace {
-    let mut noise = Wander::new(1, 0.97, 0.006);
+    daily_cycle(1, days, 150.0 * MIB, 550.0 * MIB)
+}
+
+/// A daily cycle from `low` to `high` over `days` days at 15 s with noise from `seed`, recorded
+/// on 12 brokers.
+pub fn daily_cycle(seed: u64, days: u32, low: f64, high: f64) -> Trace {
+    let mut noise = Wander::new(seed, 0.97, 0.006);
     let rows = (0..5760 * days)
         .map(|i| {
             let t = f64::from(i) * 15.0;
-            broker_row(t, daily(t, 150.0 * MIB, 550.0 * MIB) * noise.next(), 12.0)
+            broker_row(t, daily(t, low, high) * noise.next(), 12.0)
         })
         .collect();
     Trace {
