@@ -199,13 +199,21 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     let mut forecast_driven = false;
     if let Some(a) = ahead {
         let plain = raw;
-        raw = raw.max(look_ahead(
-            inputs,
-            a,
-            &metrics,
-            &mut new_memory,
-            &mut reasons,
-        ));
+        let mut ahead_of_load = look_ahead(inputs, a, &metrics, &mut new_memory, &mut reasons);
+        // While flapping, the held capacity already covers the swing seen this hour: a trend
+        // extrapolated at the top of a swing must not buy brokers beyond it.
+        if memory.ahead.holding
+            && let Some((_, hour_high)) = memory.range_within(now, flap::FLAP_WINDOW)
+            && ahead_of_load > hour_high.max(plain)
+        {
+            reasons.push(format!(
+                "forecast capped at {} while flapping: the highest recommendation of the last {}",
+                hour_high.max(plain),
+                units::duration(flap::FLAP_WINDOW)
+            ));
+            ahead_of_load = hour_high.max(plain);
+        }
+        raw = raw.max(ahead_of_load);
         forecast_driven = raw > plain && raw > current;
     }
     let mut limited = None;
