@@ -305,10 +305,13 @@ impl Run<'_> {
             memory: &memory,
             now: self.now,
         };
-        // The daily pattern needs the source's history; until it is fetched, trend only.
+        // The daily pattern reads the source's history (range queries, cached for an hour).
+        let history =
+            crate::metrics::history::for_policy(&self.namespace, &self.name, policy, self.now)
+                .await;
         let ahead = policy.forecast.map(|f| Ahead {
             policy: f,
-            history: &NoHistory,
+            history: history.as_deref().map_or(&NoHistory as _, |h| h as _),
             unmeasured_horizon: DEFAULT_HORIZON,
         });
         let outcome = decide_brokers_with(&inputs, ahead.as_ref());
