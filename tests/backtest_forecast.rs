@@ -194,6 +194,9 @@ fn flap_damping_is_what_cuts_the_actions() {
         actions(f)
     );
     assert!(s.direction_changes >= 4 * f.direction_changes.max(1));
+    assert_eq!(s.holding_for_flapping_seconds, 0.0);
+    assert!(f.holding_for_flapping_seconds > 3600.0, "{f:?}");
+    assert!(r.table().contains("holding for flapping"));
 }
 
 #[test]

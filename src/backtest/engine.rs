@@ -77,6 +77,7 @@ impl PolicyScaler {
         });
         let outcome = decide::decide_brokers_with(&inputs, ahead.as_ref());
         let forecast = outcome.forecast_driven;
+        eval.holding_for_flapping = outcome.holding;
         self.memory = outcome.memory;
         let proposals = outcome.metrics.iter().filter_map(|m| m.proposed_replicas);
         eval.held_for_missing_data |= match &outcome.availability {

@@ -183,6 +183,8 @@ pub struct Evaluation {
     pub claim_size: Option<u64>,
     /// Whether missing data kept the autoscaler from acting as its other data suggested.
     pub held_for_missing_data: bool,
+    /// Whether flap damping held capacity (scale-downs wait for the hour's highest).
+    pub holding_for_flapping: bool,
 }
 
 /// An autoscaler the replay can drive: the policy engine or a baseline.
@@ -435,6 +437,9 @@ impl<'a> State<'a> {
         let s = &mut self.summary;
         if eval.held_for_missing_data {
             s.held_for_missing_data_seconds += weight_ms as f64 / 1000.0;
+        }
+        if eval.holding_for_flapping {
+            s.holding_for_flapping_seconds += weight_ms as f64 / 1000.0;
         }
         for mut r in eval.records {
             r.seconds = t as f64 / 1000.0;

@@ -49,6 +49,8 @@ pub struct Summary {
     pub max_claim_used_percent: Option<f64>,
     /// Evaluation time in which missing data held back an action the other data asked for.
     pub held_for_missing_data_seconds: f64,
+    /// Evaluation time in which flap damping held capacity (0 without the forecast).
+    pub holding_for_flapping_seconds: f64,
     /// Time replayed.
     pub duration_seconds: f64,
     /// Most broker pods at once.
@@ -279,6 +281,18 @@ impl Report {
             "held for missing data",
             Box::new(move |s, _| secs(s.held_for_missing_data_seconds)),
         ));
+        if self.forecast.is_some() || self.policy.summary.holding_for_flapping_seconds > 0.0 {
+            rows.push((
+                "holding for flapping",
+                Box::new(move |s, ours| {
+                    if ours {
+                        secs(s.holding_for_flapping_seconds)
+                    } else {
+                        "-".into()
+                    }
+                }),
+            ));
+        }
         let p = &self.policy.summary;
         if p.dry_run_decisions > 0 {
             rows.push((
