@@ -35,7 +35,7 @@ pub mod series {
     pub const LOAD_FORECAST: &str = "load per ready broker (policy + forecast)";
     /// Broker replicas under the policy with forecast.
     pub const REPLICAS_FORECAST: &str = "replicas (policy + forecast)";
-    /// Scale-ups the forecast made (not the load seen then).
+    /// Scale-ups the forecast made or enlarged beyond what the load seen then asked for.
     pub const FORECAST_UP: &str = "scale-up by forecast";
     /// Ledger claim size.
     pub const CLAIM_SIZE: &str = "claim size";

@@ -156,7 +156,7 @@ pub struct Record {
     pub to: u64,
     /// Why, in words.
     pub reason: String,
-    /// Whether the forecast, not the load seen then, made it a scale-up.
+    /// Whether the forecast made it a scale-up, or a larger one than the load seen then asked for.
     pub forecast: bool,
 }
 

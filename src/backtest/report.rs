@@ -19,7 +19,7 @@ pub struct Summary {
     pub scale_ups: u32,
     /// Broker scale-downs carried out.
     pub scale_downs: u32,
-    /// Scale-ups carried out because of the forecast (0 without one).
+    /// Scale-ups the forecast made or enlarged (0 without one).
     pub forecast_scale_ups: u32,
     /// Claim expansions carried out.
     pub expansions: u32,

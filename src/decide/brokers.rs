@@ -66,7 +66,7 @@ pub struct BrokerOutcome {
     pub limited: Option<String>,
     /// Memory to keep; call [`BrokerMemory::note_action`] once the decision is carried out.
     pub memory: BrokerMemory,
-    /// Whether the forecast, not the load seen now, made this a scale-up.
+    /// Whether the forecast made this a scale-up, or a larger one than the load seen now asks for.
     pub forecast_driven: bool,
     /// Whether flap damping holds capacity (scale-downs wait for the flap window's highest).
     pub holding: bool,
