@@ -553,6 +553,9 @@ pub struct ForecastStatus {
     /// A scale-up whose new brokers have not all reported yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_scale_up: Option<Recommendation>,
+    /// The newest scale-up already taken into account (measured, pending or given up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_scale_up: Option<Time>,
     /// Recent complete samples per metric, the trend's input; bounded.
     #[serde(default)]
     pub samples: Vec<ForecastSeries>,

@@ -197,14 +197,11 @@ fn ahead_from_status(status: &BrokerStatus) -> AheadMemory {
             .as_ref()
             .filter(|r| r.replicas >= 0)
             .map(|r| (r.time.0, r.replicas as u32));
-        ahead.seen_scale_up = ahead
-            .pending_scale_up
-            .map(|p| p.0)
-            .or(status.last_scale_up_time.as_ref().map(|t| t.0))
-            .map(|t| {
-                t.checked_add(jiff::SignedDuration::from_millis(999))
-                    .unwrap_or(t)
-            });
+        // Read late, like the scale-up times it is compared with.
+        ahead.seen_scale_up = f.seen_scale_up.as_ref().map(|t| {
+            t.0.checked_add(jiff::SignedDuration::from_millis(999))
+                .unwrap_or(t.0)
+        });
         ahead.last = f.last.clone();
     }
     if let Some(fl) = &status.flapping {
@@ -231,6 +228,7 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
     let forecast_used = !ahead.samples.is_empty()
         || ahead.measured_horizon.is_some()
         || ahead.pending_scale_up.is_some()
+        || ahead.seen_scale_up.is_some()
         || ahead.last.is_some();
     status.forecast = forecast_used.then(|| ForecastStatus {
         measured_horizon_seconds: ahead.measured_horizon.map(|(d, _)| d.as_secs() as i64),
@@ -239,6 +237,7 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
             time: Time(t),
             replicas: r as i32,
         }),
+        seen_scale_up: ahead.seen_scale_up.map(Time),
         samples: ahead
             .samples
             .iter()
@@ -306,6 +305,40 @@ mod tests {
         m.record(at(0), 3, Duration::from_secs(60));
         m.record(at(100), 4, Duration::from_secs(60));
         assert_eq!(m.recommendations, vec![(at(100), 4)]);
+    }
+
+    #[test]
+    fn the_horizon_is_measured_across_status_round_trips() {
+        use crate::decide::{Sample, horizon};
+        let through_status = |m: &BrokerMemory| {
+            let mut status = BrokerStatus::default();
+            m.write_status(&mut status);
+            BrokerMemory::from_status(&status)
+        };
+        let reporting = |n: u32, t: i64| {
+            vec![Some(Sample {
+                value: 1.0,
+                observed_at: at(t),
+                reporting: Some(n),
+            })]
+        };
+        // A scale-up to 6 is carried out at 0; the controller reads its memory back from the
+        // status before every evaluation.
+        let mut m = BrokerMemory::default();
+        m.note_action(Action::ScaleUp, at(0));
+        let mut m = through_status(&m);
+        for (t, n) in [(15, 4), (30, 5), (45, 6)] {
+            let last = m.last_scale_up;
+            horizon::observe(&mut m.ahead, last, 6, &reporting(n, t), at(t));
+            m = through_status(&m);
+        }
+        let (h, _) = m.ahead.measured_horizon.expect("measured");
+        // Status times are whole seconds read as late as they may be: 45 s less up to 999 ms.
+        assert_eq!(h.as_secs(), 44);
+        // And the same scale-up is not measured again after another round trip.
+        let last = m.last_scale_up;
+        horizon::observe(&mut m.ahead, last, 6, &reporting(6, 300), at(300));
+        assert_eq!(m.ahead.measured_horizon.map(|(h, _)| h.as_secs()), Some(44));
     }
 
     #[test]
