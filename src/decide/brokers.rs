@@ -199,21 +199,14 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     let mut forecast_driven = false;
     if let Some(a) = ahead {
         let plain = raw;
-        let mut ahead_of_load = look_ahead(inputs, a, &metrics, &mut new_memory, &mut reasons);
-        // While flapping, the held capacity already covers the swing seen this hour: a trend
-        // extrapolated at the top of a swing must not buy brokers beyond it.
-        if memory.ahead.holding
-            && let Some((_, hour_high)) = memory.range_within(now, flap::FLAP_WINDOW)
-            && ahead_of_load > hour_high.max(plain)
-        {
-            reasons.push(format!(
-                "forecast capped at {} while flapping: the highest recommendation of the last {}",
-                hour_high.max(plain),
-                units::duration(flap::FLAP_WINDOW)
-            ));
-            ahead_of_load = hour_high.max(plain);
-        }
-        raw = raw.max(ahead_of_load);
+        raw = raw.max(forecast_raise(
+            inputs,
+            a,
+            &metrics,
+            &mut new_memory,
+            &mut reasons,
+            plain,
+        ));
         forecast_driven = raw > plain && raw > current;
     }
     let mut limited = None;
@@ -237,11 +230,9 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     if !usable.is_empty() {
         if let Some(a) = ahead {
             let previous = memory.recommendations.last().map(|r| r.1);
-            new_memory.ahead.turns.note(previous, recommendation, now);
-            new_memory.ahead.holding = new_memory
-                .ahead
-                .turns
-                .flapping(now, a.policy.flap_turns_per_hour);
+            let turns = &mut new_memory.ahead.turns;
+            turns.note(previous, recommendation, now);
+            new_memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
         }
         new_memory.record(now, recommendation, keep);
     }
@@ -256,12 +247,9 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     let holding = ahead.is_some() && new_memory.ahead.holding;
     let mut flap_message = None;
     if holding {
+        // Scale-downs wait for the highest recommendation of the whole flap window.
         let (_, hour_high) = in_window(flap::FLAP_WINDOW);
-        let turns = new_memory.ahead.turns.within(now);
-        let message = format!(
-            "load is flapping: the recommendation changed direction {turns} times in the last {}; scale-downs wait for the highest recommendation in it ({hour_high})",
-            units::duration(flap::FLAP_WINDOW)
-        );
+        let message = flap_message_for(new_memory.ahead.turns.within(now), hour_high);
         if hour_high > down_ceiling && current > recommendation {
             reasons.push(message.clone());
         }
@@ -361,6 +349,41 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         limited,
         memory: new_memory,
     }
+}
+
+/// Replicas the forecast asks for, capped while flapping: the held capacity already covers the
+/// swing seen this hour, and a trend extrapolated at the top of a swing must not buy brokers
+/// beyond it.
+fn forecast_raise(
+    inputs: &BrokerInputs<'_>,
+    a: &Ahead<'_>,
+    metrics: &[MetricEvaluation],
+    memory: &mut BrokerMemory,
+    reasons: &mut Vec<String>,
+    plain: u32,
+) -> u32 {
+    let wanted = look_ahead(inputs, a, metrics, memory, reasons);
+    let previous = inputs.memory;
+    if previous.ahead.holding
+        && let Some((_, hour_high)) = previous.range_within(inputs.now, flap::FLAP_WINDOW)
+        && wanted > hour_high.max(plain)
+    {
+        let cap = hour_high.max(plain);
+        reasons.push(format!(
+            "forecast capped at {cap} while flapping: the highest recommendation of the last {}",
+            units::duration(flap::FLAP_WINDOW)
+        ));
+        return cap;
+    }
+    wanted
+}
+
+/// Why capacity is held, in words.
+fn flap_message_for(turns: usize, hour_high: u32) -> String {
+    format!(
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; scale-downs wait for the highest recommendation in it ({hour_high})",
+        units::duration(flap::FLAP_WINDOW)
+    )
 }
 
 /// Replicas the forecast asks for (`0` when it asks for nothing); notes samples and readiness in
