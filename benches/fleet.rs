@@ -185,7 +185,13 @@ async fn apiserver_metrics(admin: &Client) -> String {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("request");
-    admin.request_text(request).await.unwrap_or_default()
+    match admin.request_text(request).await {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("kube-apiserver /metrics: {e}");
+            String::new()
+        }
+    }
 }
 
 async fn http_text(url: &str) -> String {
@@ -611,7 +617,7 @@ fn print(rows: &[Row]) {
             None => format!("not done: {} of {} with status", r.with_status, r.policies),
         };
         println!(
-            "| {} | {} | {:.0} s | {first} | {:.1} % | {:.1} % | {:.0} MiB ({:.0}) | {:.1} | {:.0} | {:.2} | {:.0} ({:.0}) | {} | {} | {} of {} |",
+            "| {} | {} | {:.0} s | {first} | {:.1} % | {:.1} % | {:.0} MiB ({:.0}) | {:.1} | {:.1} | {:.2} | {:.0} ({:.0}) | {} | {} | {} of {} |",
             r.policies,
             humantime::format_duration(r.interval),
             r.created.as_secs_f64(),
