@@ -179,3 +179,46 @@ async fn an_unchanged_policy_is_evaluated_but_not_written_every_interval() {
     .await;
     assert_eq!(p.replicas().await, 6);
 }
+
+/// A controller process with extra flags; killed when dropped.
+struct Shard(std::process::Child);
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_evaluates_only_the_policies_labelled_for_it() {
+    let p = Pulsar::start(Shape::default()).await;
+    p.create_policy("mine", BROKERS).await;
+    p.create_policy("disks", DISKS).await;
+    p.patch_policy(
+        "mine",
+        serde_json::json!({"metadata": {"labels": {"pulsar-autoscaler.dev/shard": "a"}}}),
+    )
+    .await;
+    let log = std::fs::File::create(p.api.dir().join("shard-a.log")).expect("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pulsar-autoscaler"))
+        .args(["run", "--kubeconfig"])
+        .arg(&p.controller_kubeconfig)
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", monitoring::free_port()),
+        ])
+        .args(["--policy-selector", "pulsar-autoscaler.dev/shard=a"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting the shard");
+    let _shard = Shard(child);
+    ready(&p, "mine").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        p.policy("disks").await.status.is_none(),
+        "a policy outside the shard was evaluated"
+    );
+}
