@@ -286,3 +286,45 @@ async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
 fn count_error(metrics: &Metrics, key: &PolicyKey, kind: &str) {
     metrics.count_source_error(&key.namespace, &key.name, kind);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Sample;
+
+    fn readings(value: f64, at: i64, problem: Option<&str>) -> PolicyReadings {
+        PolicyReadings {
+            brokers: vec![Reading {
+                sample: Some(Sample {
+                    value,
+                    observed_at: Timestamp::from_second(1_700_000_000 + at).unwrap(),
+                    reporting: Some(3),
+                }),
+                problem: problem.map(String::from),
+            }],
+            ..PolicyReadings::default()
+        }
+    }
+
+    #[test]
+    fn a_new_scrape_of_the_same_value_wakes_nobody() {
+        assert!(same_values(
+            &readings(10.0, 0, None),
+            &readings(10.0, 15, None)
+        ));
+        assert!(!same_values(
+            &readings(10.0, 0, None),
+            &readings(11.0, 15, None)
+        ));
+        assert!(!same_values(
+            &readings(10.0, 0, None),
+            &readings(10.0, 15, Some("pulsar-broker-2: sample is 3m old"))
+        ));
+        let mut missing = readings(10.0, 0, None);
+        missing.brokers[0].sample = None;
+        assert!(!same_values(&readings(10.0, 0, None), &missing));
+        let mut failed = readings(10.0, 0, None);
+        failed.errors.push("throughput: connection refused".into());
+        assert!(!same_values(&readings(10.0, 0, None), &failed));
+    }
+}
