@@ -411,6 +411,7 @@ async fn a_restart_continues_the_window_and_cooldown_from_status() {
     p.set_load(0.5).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     a.kill();
+    let killed_at = Timestamp::now();
     // The new process waits out the dead one's Lease (6 s), then continues from status.
     let _b = p.controller("b");
     eventually("a scale-down after the restart", 480, || async {
@@ -425,9 +426,12 @@ async fn a_restart_continues_the_window_and_cooldown_from_status() {
         waited >= 25.0,
         "scale-down {waited}s after the drop, inside the 25s window"
     );
-    assert_eq!(
-        actions(&log, "ScaleUp").len(),
-        1,
+    // The load step may have been met in one or two scale-ups (a round can land between the
+    // brokers' scrapes), all before the restart; none after it.
+    assert!(
+        actions(&log, "ScaleUp")
+            .iter()
+            .all(|d| d.time.0 <= killed_at),
         "no extra action after the restart: {log:#?}"
     );
 }
