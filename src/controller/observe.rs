@@ -356,26 +356,17 @@ async fn discover(
                 let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
                     continue;
                 };
-                let default_port = if role == metrics::Role::Broker {
-                    8080
-                } else {
-                    8000
-                };
                 let port = pod
                     .annotations()
                     .get(PORT_ANNOTATION)
                     .and_then(|p| p.parse::<u16>().ok())
-                    .unwrap_or(default_port);
-                let host = if ip.contains(':') {
-                    format!("[{ip}]")
-                } else {
-                    ip
-                };
-                pods.push(PodEndpoint::at(
+                    .unwrap_or(role.default_port());
+                pods.push(PodEndpoint::for_pod(
                     namespace,
                     &pod.name_any(),
                     role,
-                    format!("http://{host}:{port}/metrics"),
+                    &ip,
+                    port,
                 ));
                 if role == metrics::Role::Bookie
                     && let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())

@@ -26,15 +26,11 @@ pub fn scrape_config(state: &StateView, interval: &str) -> String {
         "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\nscrape_configs:"
     );
     for p in &state.pods {
-        let host = p
-            .url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
+        let rest = p.url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, "metrics"));
         let _ = writeln!(
             out,
-            "  - job_name: {pod}\n    static_configs:\n      - targets: ['{host}']\n        labels: {{namespace: '{ns}', pod: '{pod}', role: '{role}'}}",
+            "  - job_name: {pod}\n    metrics_path: '/{path}'\n    static_configs:\n      - targets: ['{host}']\n        labels: {{namespace: '{ns}', pod: '{pod}', role: '{role}'}}",
             pod = p.pod,
             ns = p.namespace,
             role = p.role,

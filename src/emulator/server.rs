@@ -172,8 +172,18 @@ pub async fn start(config: Config, ip: IpAddr, control_port: u16) -> std::io::Re
     });
     let (stop, watch_stop) = watch::channel(false);
     for (i, l) in broker_listeners.into_iter().enumerate() {
+        // A real broker serves its page at `/metrics/` and redirects `/metrics` there.
         let r = Router::new()
-            .route("/metrics", get(broker_metrics))
+            .route("/metrics/", get(broker_metrics))
+            .route(
+                "/metrics",
+                get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, "/metrics/")],
+                    )
+                }),
+            )
             .with_state((shared.clone(), i as u32));
         serve(l, r, watch_stop.clone());
     }
@@ -250,7 +260,7 @@ fn view(app: &Shared, c: &Cluster) -> StateView {
             namespace: ns.clone(),
             pod: c.broker_pod(i as u32),
             role: "broker".into(),
-            url: format!("http://{a}/metrics"),
+            url: format!("http://{a}/metrics/"),
             running: (i as u32) < c.brokers,
         });
     }

@@ -4,7 +4,7 @@
 //! Each pod is scraped once per round whatever the number of presets or policies; counters
 //! become rates from consecutive scrapes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,29 +30,46 @@ pub struct PodEndpoint {
     pub pod: String,
     /// Broker or bookie.
     pub role: Role,
-    /// Full URL of its metrics page, e.g. `http://10.0.0.5:8080/metrics`.
+    /// Full URL of its metrics page, e.g. `http://10.0.0.5:8080/metrics/`.
     pub url: String,
 }
 
 impl PodEndpoint {
-    /// A broker pod at `ip` (`:8080/metrics`).
+    /// A broker pod at `ip` with Pulsar's default web port (`http://<ip>:8080/metrics/`).
     pub fn broker(namespace: &str, pod: &str, ip: &str) -> Self {
-        Self::at(
+        Self::for_pod(
             namespace,
             pod,
             Role::Broker,
-            format!("http://{ip}:8080/metrics"),
+            ip,
+            Role::Broker.default_port(),
         )
     }
 
-    /// A bookie pod at `ip` (`:8000/metrics`).
+    /// A bookie pod at `ip` with BookKeeper's default stats port (`http://<ip>:8000/metrics`).
     pub fn bookie(namespace: &str, pod: &str, ip: &str) -> Self {
-        Self::at(
+        Self::for_pod(
             namespace,
             pod,
             Role::Bookie,
-            format!("http://{ip}:8000/metrics"),
+            ip,
+            Role::Bookie.default_port(),
         )
+    }
+
+    /// A pod at `ip:port` with the metrics path its component serves: a broker's page is
+    /// `/metrics/` (it answers `/metrics` with a redirect), a bookie's `/metrics`.
+    pub fn for_pod(namespace: &str, pod: &str, role: Role, ip: &str, port: u16) -> Self {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        let path = match role {
+            Role::Broker => "/metrics/",
+            Role::Bookie | Role::Claim => "/metrics",
+        };
+        Self::at(namespace, pod, role, format!("http://{host}:{port}{path}"))
     }
 
     /// A pod with an explicit metrics URL.
@@ -85,6 +102,40 @@ pub struct DirectSource {
     pods: Vec<PodEndpoint>,
     kubelet: Option<KubeletStats>,
     rates: Mutex<Rates>,
+    refreshes: Mutex<Refreshes>,
+}
+
+/// When each broker last refreshed its rates. A broker recomputes `pulsar_broker_rate_*` and
+/// `pulsar_broker_throughput_*` only every `statsUpdateFrequencyInSecs` (60 s by default), so a
+/// fresh scrape can carry an old number; its real age is the time since the value changed.
+#[derive(Debug, Default)]
+struct Refreshes {
+    seen: HashMap<(ObjectKey, Preset), (f64, Timestamp)>,
+}
+
+impl Refreshes {
+    /// The time `value` was measured: the scrape that first showed it, while it stays the
+    /// same. An exact 0 is an idle broker's fresh figure, not an old one.
+    fn measured_at(
+        &mut self,
+        key: &ObjectKey,
+        preset: Preset,
+        value: f64,
+        scraped: Timestamp,
+    ) -> Timestamp {
+        let slot = (key.clone(), preset);
+        match self.seen.get(&slot) {
+            Some((v, since)) if *v == value && value != 0.0 => *since,
+            _ => {
+                self.seen.insert(slot, (value, scraped));
+                scraped
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: &BTreeSet<ObjectKey>) {
+        self.seen.retain(|(k, _), _| keep.contains(k));
+    }
 }
 
 /// One pod's scrape.
@@ -106,6 +157,7 @@ impl DirectSource {
             pods,
             kubelet,
             rates: Mutex::new(Rates::default()),
+            refreshes: Mutex::new(Refreshes::default()),
         })
     }
 
@@ -114,6 +166,9 @@ impl DirectSource {
         let keep: BTreeSet<ObjectKey> = pods.iter().map(PodEndpoint::key).collect();
         if let Ok(mut rates) = self.rates.lock() {
             rates.retain_pods(|ns, pod| keep.contains(&(ns.to_string(), pod.to_string())));
+        }
+        if let Ok(mut refreshes) = self.refreshes.lock() {
+            refreshes.retain(&keep);
         }
         self.pods = pods;
     }
@@ -167,6 +222,19 @@ impl DirectSource {
                 Some(s)
             })
             .collect()
+    }
+
+    /// Dates the broker-level rates by the broker's last refresh instead of the scrape.
+    fn date_refreshes(&self, preset: Preset, mut grouped: Grouped) -> Grouped {
+        if !matches!(preset, Preset::Throughput | Preset::MessageRate) {
+            return grouped;
+        }
+        if let Ok(mut refreshes) = self.refreshes.lock() {
+            for (key, point) in grouped.points.iter_mut() {
+                point.at = refreshes.measured_at(key, preset, point.value, point.at);
+            }
+        }
+        grouped
     }
 
     async fn claims(&self) -> Result<Grouped, MetricsError> {
@@ -299,7 +367,9 @@ impl MetricsSource for DirectSource {
                 .iter()
                 .map(|p| match p.role() {
                     Role::Claim => claims.take().unwrap_or_else(|| Ok(Grouped::default())),
-                    Role::Broker | Role::Bookie => from_scrapes(*p, &targets, &by_key),
+                    Role::Broker | Role::Bookie => {
+                        from_scrapes(*p, &targets, &by_key).map(|g| self.date_refreshes(*p, g))
+                    }
                 })
                 .collect()
         })
@@ -315,5 +385,29 @@ impl MetricsSource for DirectSource {
                 "custom query {query:?} needs a Prometheus or VictoriaMetrics source; Direct mode reads the presets only"
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_rate_keeps_the_time_it_first_appeared() {
+        let at = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let pod = ("pulsar".to_string(), "pulsar-broker-0".to_string());
+        let mut r = Refreshes::default();
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 5.5, at(0)), at(0));
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 5.5, at(15)), at(0));
+        assert_eq!(
+            r.measured_at(&pod, Preset::MessageRate, 5.5, at(15)),
+            at(15)
+        );
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 6.0, at(30)), at(30));
+        // An idle broker's zero is always current.
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 0.0, at(45)), at(45));
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 0.0, at(60)), at(60));
+        r.retain(&BTreeSet::new());
+        assert_eq!(r.measured_at(&pod, Preset::Throughput, 6.0, at(75)), at(75));
     }
 }

@@ -35,9 +35,7 @@ pub struct PageSeries {
 
 /// Whether Direct mode needs a series of this name.
 pub fn wanted(name: &str) -> bool {
-    BROKER_NAMES.contains(&name)
-        || usage_dir(name, "bookie_ledger_dir_")
-        || usage_dir(name, "bookie_journal_dir_")
+    BROKER_NAMES.contains(&name) || usage_dir(name, "bookie_ledger_dir_")
 }
 
 /// `bookie_<kind>_dir_<path>_usage`: the path is part of the name.
@@ -131,7 +129,6 @@ pub fn preset_value(preset: Preset, series: &[PageSeries]) -> Option<f64> {
             sum(&["jvm_memory_direct_bytes_max"], false),
         ),
         Preset::LedgerUsage => max_of("bookie_ledger_dir_"),
-        Preset::JournalUsage => max_of("bookie_journal_dir_"),
         // Claims come from the kubelet, not from pod pages.
         Preset::ClaimUsage => None,
     }
@@ -161,7 +158,6 @@ mod tests {
     fn reads_bookie_fixture() {
         let s = parse_page(BOOKIE);
         assert_eq!(preset_value(Preset::LedgerUsage, &s), Some(96.1));
-        assert_eq!(preset_value(Preset::JournalUsage, &s), Some(32.0333));
         assert_eq!(preset_value(Preset::Throughput, &s), None);
     }
 

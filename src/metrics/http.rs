@@ -14,6 +14,24 @@ pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Follows a few redirects within one origin (a Pulsar broker answers `/metrics` with a 302 to
+/// `/metrics/`) and none elsewhere: a redirect to another host could carry credentials there.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().last().is_some_and(|from| {
+            let to = attempt.url();
+            from.scheme() == to.scheme()
+                && from.host_str() == to.host_str()
+                && from.port_or_known_default() == to.port_or_known_default()
+        });
+        if same_origin && attempt.previous().len() <= 3 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// A configured client plus the per-request settings reqwest does not keep.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -42,8 +60,7 @@ impl HttpClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .default_headers(map)
-            // Redirects could carry credentials to another host; query APIs do not redirect.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(same_origin_redirects());
         if let Some(pem) = &credentials.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 MetricsError::Config(format!("CA bundle is not PEM certificates: {e}"))

@@ -17,14 +17,22 @@ pub struct VolumeUsage {
     pub used_bytes: f64,
     /// Capacity bytes of the filesystem.
     pub capacity_bytes: f64,
+    /// Bytes an unprivileged writer (the bookie) can still use; below `capacity - used` by
+    /// the filesystem's reserved blocks.
+    pub available_bytes: Option<f64>,
     /// When the kubelet measured it.
     pub at: Timestamp,
 }
 
 impl VolumeUsage {
-    /// Used space in percent of capacity (NaN/Inf when the capacity is zero).
+    /// Used space in percent of capacity as BookKeeper judges its disk marks: everything the
+    /// bookie cannot write to, reserved blocks included (NaN/Inf when the capacity is zero).
     pub fn used_percent(&self) -> f64 {
-        100.0 * self.used_bytes / self.capacity_bytes
+        let unusable = match self.available_bytes {
+            Some(available) => self.used_bytes.max(self.capacity_bytes - available),
+            None => self.used_bytes,
+        };
+        100.0 * unusable / self.capacity_bytes
     }
 }
 
@@ -51,6 +59,8 @@ struct VolumeStats {
     capacity_bytes: Option<f64>,
     #[serde(default)]
     used_bytes: Option<f64>,
+    #[serde(default)]
+    available_bytes: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +83,7 @@ pub fn parse_summary(json: &str) -> Result<Vec<VolumeUsage>, serde_json::Error> 
                 claim: pvc.name,
                 used_bytes: v.used_bytes?,
                 capacity_bytes: v.capacity_bytes?,
+                available_bytes: v.available_bytes,
                 at: v.time?,
             })
         })
@@ -115,6 +126,25 @@ mod tests {
         assert!((v[0].used_percent() - 83.257).abs() < 0.01);
         assert_eq!(v[1].claim, "journal-pulsar-bookie-0");
         assert_eq!(v[0].at.to_string(), "2026-11-26T10:00:00Z");
+    }
+
+    #[test]
+    fn reserved_blocks_count_as_used() {
+        // ext4 keeps 5 % for root: 80 % used leaves 15 % available to the bookie.
+        let v = VolumeUsage {
+            namespace: "pulsar".into(),
+            claim: "ledgers-pulsar-bookie-0".into(),
+            used_bytes: 80.0,
+            capacity_bytes: 100.0,
+            available_bytes: Some(15.0),
+            at: Timestamp::UNIX_EPOCH,
+        };
+        assert!((v.used_percent() - 85.0).abs() < 1e-9);
+        let without = VolumeUsage {
+            available_bytes: None,
+            ..v
+        };
+        assert!((without.used_percent() - 80.0).abs() < 1e-9);
     }
 
     #[test]

@@ -23,8 +23,6 @@ pub enum Preset {
     DirectMemory,
     /// Bookie ledger directory usage, percent (fullest directory).
     LedgerUsage,
-    /// Bookie journal directory usage, percent (fullest directory).
-    JournalUsage,
     /// PersistentVolumeClaim used bytes / capacity, percent.
     ClaimUsage,
 }
@@ -32,12 +30,23 @@ pub enum Preset {
 /// Which pods (or claims) a preset reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
-    /// Broker pods (`:8080/metrics`).
+    /// Broker pods (`:8080/metrics/`).
     Broker,
     /// Bookie pods (`:8000/metrics`).
     Bookie,
     /// PersistentVolumeClaims (kubelet volume stats).
     Claim,
+}
+
+impl Role {
+    /// The port a pod of this role serves its metrics on unless annotated otherwise: a
+    /// broker's web port (8080), a bookie's Prometheus stats port (8000).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Role::Broker => 8080,
+            Role::Bookie | Role::Claim => 8000,
+        }
+    }
 }
 
 /// How per-pod values become one value for a policy.
@@ -53,13 +62,12 @@ pub enum Reduce {
 
 impl Preset {
     /// Every preset, in a fixed order.
-    pub const ALL: [Preset; 7] = [
+    pub const ALL: [Preset; 6] = [
         Preset::Throughput,
         Preset::MessageRate,
         Preset::HeapMemory,
         Preset::DirectMemory,
         Preset::LedgerUsage,
-        Preset::JournalUsage,
         Preset::ClaimUsage,
     ];
 
@@ -82,7 +90,6 @@ impl Preset {
             Preset::HeapMemory => "heap_memory",
             Preset::DirectMemory => "direct_memory",
             Preset::LedgerUsage => "ledger_usage",
-            Preset::JournalUsage => "journal_usage",
             Preset::ClaimUsage => "claim_usage",
         }
     }
@@ -94,7 +101,7 @@ impl Preset {
             | Preset::MessageRate
             | Preset::HeapMemory
             | Preset::DirectMemory => Role::Broker,
-            Preset::LedgerUsage | Preset::JournalUsage => Role::Bookie,
+            Preset::LedgerUsage => Role::Bookie,
             Preset::ClaimUsage => Role::Claim,
         }
     }
@@ -104,7 +111,7 @@ impl Preset {
         match self {
             Preset::Throughput | Preset::MessageRate => Reduce::Sum,
             Preset::HeapMemory | Preset::DirectMemory => Reduce::Mean,
-            Preset::LedgerUsage | Preset::JournalUsage | Preset::ClaimUsage => Reduce::PerObject,
+            Preset::LedgerUsage | Preset::ClaimUsage => Reduce::PerObject,
         }
     }
 
@@ -134,11 +141,8 @@ impl Preset {
             Preset::LedgerUsage => {
                 r#"max by (namespace, pod) ({__name__=~"bookie_ledger_dir_.+_usage"})"#
             }
-            Preset::JournalUsage => {
-                r#"max by (namespace, pod) ({__name__=~"bookie_journal_dir_.+_usage"})"#
-            }
             Preset::ClaimUsage => {
-                r#"100 * sum by (namespace, persistentvolumeclaim) (kubelet_volume_stats_used_bytes) / sum by (namespace, persistentvolumeclaim) (kubelet_volume_stats_capacity_bytes)"#
+                r#"100 * (1 - sum by (namespace, persistentvolumeclaim) (kubelet_volume_stats_available_bytes) / sum by (namespace, persistentvolumeclaim) (kubelet_volume_stats_capacity_bytes))"#
             }
         }
     }
@@ -151,8 +155,8 @@ impl Preset {
             Preset::MessageRate => "pulsar_broker_rate_in",
             Preset::HeapMemory => r#"jvm_memory_bytes_used{area="heap"}"#,
             Preset::DirectMemory => "jvm_memory_direct_bytes_used",
-            Preset::LedgerUsage | Preset::JournalUsage => "bookie_SERVER_STATUS",
-            Preset::ClaimUsage => "kubelet_volume_stats_used_bytes",
+            Preset::LedgerUsage => "bookie_SERVER_STATUS",
+            Preset::ClaimUsage => "kubelet_volume_stats_available_bytes",
         }
     }
 

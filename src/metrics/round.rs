@@ -91,6 +91,7 @@ pub fn plan(targets: &[Target<'_>]) -> Plan {
         }
         if t.policy.bookies.is_some() {
             presets.insert(Preset::ClaimUsage);
+            presets.insert(Preset::LedgerUsage);
         }
     }
     Plan {
@@ -191,11 +192,19 @@ pub fn split(
         }
     }
     if let Some(b) = &t.policy.bookies {
+        // The bookie's own ledger-directory measure, when its pages are read; a failure here
+        // only loses that refinement, the claim still has the kubelet's figure.
+        let ledger_dirs = match presets.get(&Preset::LedgerUsage) {
+            Some(Ok(g)) => Some(g),
+            _ => None,
+        };
         match presets.get(&Preset::ClaimUsage) {
             Some(Ok(g)) => {
                 for ((ns, claim), p) in &g.points {
                     if ns == t.namespace && claim_of(claim, &b.stateful_set, &b.templates) {
-                        let reading = match usable(p, max_staleness, now) {
+                        let bookie = ledger_dirs
+                            .and_then(|l| ledger_dir_point(l, ns, claim, &b.stateful_set));
+                        let reading = match closer_to_read_only(p, bookie, max_staleness, now) {
                             Ok(s) => Reading {
                                 sample: Some(s),
                                 problem: None,
@@ -211,6 +220,42 @@ pub fn split(
         }
     }
     out
+}
+
+/// The bookie's own usage of the ledger directory a claim holds: claims of a template whose
+/// name says `ledger` (Pulsar's chart: `ledgers`) belong to pod `<statefulset>-<n>`.
+fn ledger_dir_point<'g>(
+    ledger_dirs: &'g Grouped,
+    namespace: &str,
+    claim: &str,
+    statefulset: &str,
+) -> Option<&'g Point> {
+    let (head, n) = claim.rsplit_once('-')?;
+    let template = head.strip_suffix(statefulset)?.strip_suffix('-')?;
+    if !template.contains("ledger") {
+        return None;
+    }
+    let pod = format!("{statefulset}-{n}");
+    ledger_dirs.points.get(&(namespace.to_string(), pod))
+}
+
+/// A claim's usage as the higher of the kubelet's figure and the bookie's own (BookKeeper
+/// turns read-only on its own measure, which can run ahead of the kubelet's), each used only
+/// when it is fresh and finite.
+fn closer_to_read_only(
+    claim: &Point,
+    bookie: Option<&Point>,
+    max_staleness: Duration,
+    now: Timestamp,
+) -> Result<Sample, String> {
+    let from_claim = usable(claim, max_staleness, now);
+    let from_bookie = bookie.and_then(|p| usable(p, max_staleness, now).ok());
+    match (from_claim, from_bookie) {
+        (Ok(c), Some(b)) if b.value > c.value => Ok(b),
+        (Ok(c), _) => Ok(c),
+        (Err(_), Some(b)) => Ok(b),
+        (Err(why), None) => Err(why),
+    }
 }
 
 /// A point as a sample, or why it cannot be used.
@@ -467,7 +512,12 @@ spec:
         let plan = plan(&[t]);
         assert_eq!(
             plan.presets,
-            vec![Preset::Throughput, Preset::HeapMemory, Preset::ClaimUsage]
+            vec![
+                Preset::Throughput,
+                Preset::HeapMemory,
+                Preset::LedgerUsage,
+                Preset::ClaimUsage
+            ]
         );
         assert_eq!(
             plan.custom,
@@ -488,5 +538,59 @@ spec:
         assert!(claim_of("journal-pulsar-bookie-0", "pulsar-bookie", &[]));
         assert!(!claim_of("pulsar-bookie-0", "pulsar-bookie", &[]));
         assert!(!claim_of("ledgers-other-bookie-0", "pulsar-bookie", &[]));
+    }
+
+    #[test]
+    fn ledger_claims_take_the_bookies_own_measure_when_it_is_closer_to_read_only() {
+        let p = policy("2m");
+        let t = Target {
+            namespace: "pulsar",
+            name: "p",
+            policy: &p,
+        };
+        let point = |v: f64| Point {
+            value: v,
+            at: at(0),
+        };
+        let grouped = |pairs: &[(&str, f64)]| Grouped {
+            points: pairs
+                .iter()
+                .map(|(k, v)| (("pulsar".to_string(), k.to_string()), point(*v)))
+                .collect(),
+            ..Grouped::default()
+        };
+        let mut presets: BTreeMap<Preset, Result<Grouped, MetricsError>> = BTreeMap::new();
+        presets.insert(
+            Preset::ClaimUsage,
+            Ok(grouped(&[
+                ("ledgers-pulsar-bookie-0", 80.0),
+                ("ledgers-pulsar-bookie-1", 90.0),
+            ])),
+        );
+        // Bookie 0 sees 86 % on its own measure (reserved blocks), bookie 1 only 70 %.
+        presets.insert(
+            Preset::LedgerUsage,
+            Ok(grouped(&[
+                ("pulsar-bookie-0", 86.0),
+                ("pulsar-bookie-1", 70.0),
+            ])),
+        );
+        let r = split(&t, &presets, &BTreeMap::new(), "test", at(1));
+        let used = |c: &str| r.claims[c].sample.map(|s| s.value);
+        assert_eq!(used("ledgers-pulsar-bookie-0"), Some(86.0));
+        assert_eq!(used("ledgers-pulsar-bookie-1"), Some(90.0));
+        // A failed bookie read loses only the refinement.
+        presets.insert(
+            Preset::LedgerUsage,
+            Err(MetricsError::Connect {
+                url: "http://bookie:8000/metrics".into(),
+                detail: "refused".into(),
+            }),
+        );
+        let r = split(&t, &presets, &BTreeMap::new(), "test", at(1));
+        assert_eq!(
+            r.claims["ledgers-pulsar-bookie-0"].sample.map(|s| s.value),
+            Some(80.0)
+        );
     }
 }

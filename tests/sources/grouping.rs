@@ -89,7 +89,10 @@ async fn one_and_two_hundred_policies_cost_the_same_queries() {
         policy: &one[0].1,
     }]);
     let kinds = planned.presets.len() as f64;
-    assert_eq!(kinds, 5.0, "four broker presets and claim usage");
+    assert_eq!(
+        kinds, 6.0,
+        "four broker presets, claim usage and the bookies' ledger directories"
+    );
 
     let none = BTreeMap::new();
     let prom = PrometheusSource::new(

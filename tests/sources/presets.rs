@@ -71,13 +71,10 @@ async fn check(source: &dyn MetricsSource, truth: &Truth) -> Vec<String> {
         }
     }
     // Bookie directory presets, read directly.
-    let bookie = [Preset::LedgerUsage, Preset::JournalUsage];
+    let bookie = [Preset::LedgerUsage];
     let results = source.fetch(&bookie, Timestamp::now()).await;
     for (preset, result) in bookie.iter().zip(results) {
-        let want: &BTreeMap<String, f64> = match preset {
-            Preset::LedgerUsage => &truth.ledger_usage,
-            _ => &truth.journal_usage,
-        };
+        let want: &BTreeMap<String, f64> = &truth.ledger_usage;
         match result {
             Ok(g) => {
                 for (pod, want) in want {

@@ -321,7 +321,7 @@ impl Drop for Process {
 
 /// Makes the kernel kill the server if the test process dies without running destructors
 /// (killed by a timeout, or aborted), so no etcd or apiserver outlives its test run.
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -356,7 +356,7 @@ fn binary(var: &str, what: &str) -> Result<PathBuf> {
     }
 }
 
-fn from_test_env(var: &str) -> Option<PathBuf> {
+pub fn from_test_env(var: &str) -> Option<PathBuf> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-env");
     let text = fs::read_to_string(file).ok()?;
     let prefix = format!("{var}=");

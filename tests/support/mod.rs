@@ -6,6 +6,8 @@
 pub mod apiserver;
 pub mod monitoring;
 pub mod pulsar;
+pub mod real_kube;
+pub mod real_pulsar;
 
 // The metrics-source tests call the monitoring helpers unqualified; other binaries do not.
 #[allow(unused_imports)]

@@ -114,7 +114,7 @@ pub async fn apply_yaml(client: &Client, text: &str) {
     }
 }
 
-async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
+pub async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -122,6 +122,34 @@ where
     api.create(&PostParams::default(), &obj)
         .await
         .unwrap_or_else(|e| panic!("creating {:?}: {e}", obj.meta().name))
+}
+
+/// Starts an API server with the CRD and the RBAC of `deploy/` installed; returns it, an admin
+/// client and the kubeconfig of the controller's ServiceAccount.
+pub async fn install() -> (ApiServer, Client, PathBuf) {
+    let rbac = std::fs::read_to_string("deploy/rbac.yaml").expect("deploy/rbac.yaml");
+    install_with(ApiServer::builder(), &rbac).await
+}
+
+/// Like `install`, with API server options and the RBAC manifests to apply.
+pub async fn install_with(server: Builder, rbac: &str) -> (ApiServer, Client, PathBuf) {
+    monitoring::crypto();
+    let api = server.start().await;
+    let admin = api.client().await;
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
+    )
+    .expect("CRD");
+    apply_crd(&admin, &crd).await;
+    ensure_namespace(&admin, CONTROLLER_NS).await;
+    // A namespaced install's Roles live in the Pulsar namespace.
+    ensure_namespace(&admin, NS).await;
+    apply_yaml(&admin, rbac).await;
+    let token = api
+        .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
+        .await;
+    let controller_kubeconfig = api.write_kubeconfig("controller.kubeconfig", &token);
+    (api, admin, controller_kubeconfig)
 }
 
 impl Pulsar {
@@ -135,21 +163,8 @@ impl Pulsar {
     /// Like `start`, with API server options (an audit log, users) and the RBAC manifests that
     /// bind the controller's ServiceAccount.
     pub async fn start_with(shape: Shape, server: Builder, rbac: &str) -> Pulsar {
-        monitoring::crypto();
-        let api = server.start().await;
-        let admin = api.client().await;
-        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
-            &std::fs::read_to_string("deploy/crd.yaml").expect("deploy/crd.yaml"),
-        )
-        .expect("CRD");
-        apply_crd(&admin, &crd).await;
-        ensure_namespace(&admin, CONTROLLER_NS).await;
+        let (api, admin, controller_kubeconfig) = install_with(server, rbac).await;
         ensure_namespace(&admin, NS).await;
-        apply_yaml(&admin, rbac).await;
-        let token = api
-            .service_account_token(CONTROLLER_NS, "pulsar-autoscaler")
-            .await;
-        let controller_kubeconfig = api.write_kubeconfig("controller.kubeconfig", &token);
 
         let classes: Api<StorageClass> = Api::all(admin.clone());
         for (name, expand) in [("expandable", true), ("fixed", false)] {
@@ -349,7 +364,7 @@ impl Pulsar {
     }
 }
 
-fn statefulset(name: &str, replicas: u32, templates: serde_json::Value) -> serde_json::Value {
+pub fn statefulset(name: &str, replicas: u32, templates: serde_json::Value) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": NS},
@@ -467,7 +482,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    fn start(kubeconfig: &std::path::Path, identity: &str, log: PathBuf, port: u16) -> Controller {
+    /// Starts `pulsar-autoscaler run` with `kubeconfig`, leader election and `/metrics` on `port`.
+    pub fn start(
+        kubeconfig: &std::path::Path,
+        identity: &str,
+        log: PathBuf,
+        port: u16,
+    ) -> Controller {
         let out = File::create(&log).expect("controller log");
         let err = out.try_clone().expect("controller log");
         let child = Command::new(env!("CARGO_BIN_EXE_pulsar-autoscaler"))
