@@ -1,5 +1,5 @@
-//! Replay speed: a 7-day trace at 15 s steps through the policy engine, against the HPA
-//! baseline replayed on the same trace in the same run.
+//! Replay speed: a 7-day trace at 15 s steps through the policy engine (with and without the
+//! forecast), against the HPA baseline replayed on the same trace in the same run.
 //!
 //! `cargo bench --bench backtest` measures; under `cargo test` (no `--bench` argument) it replays
 //! one hour once per side, to check that the bench still runs.
@@ -78,6 +78,22 @@ fn main() {
         &|| Box::new(HpaScaler::new(&brokers, staleness)),
         iterations,
     );
+    // The same policy with `brokers.forecast` on: trend fits, the daily pattern from the
+    // trace's own history (after the first day) and flap damping, every evaluation.
+    let mut ahead_policy = policy.clone();
+    ahead_policy.forecast = Some(backtest::forecast_settings(policy));
+    let ahead = time(
+        &trace,
+        policy,
+        &setup,
+        &|| {
+            Box::new(
+                PolicyScaler::new("diurnal", ahead_policy.clone())
+                    .with_unmeasured_horizon(DEFAULT_READY_DELAY),
+            )
+        },
+        iterations,
+    );
     let rows = trace.rows.len() as f64;
     let speed = |d: Duration| rows / d.as_secs_f64().max(1e-9);
     if bench {
@@ -97,8 +113,17 @@ fn main() {
             hpa.as_secs_f64() * 1000.0
         );
         println!(
+            "  policy engine with forecast:    {:>10.0} samples/s ({:.1} ms)",
+            speed(ahead),
+            ahead.as_secs_f64() * 1000.0
+        );
+        println!(
             "  policy / HPA speed ratio: {:.2}",
             speed(ours) / speed(hpa)
+        );
+        println!(
+            "  policy with forecast / policy speed ratio: {:.2}",
+            speed(ahead) / speed(ours)
         );
     } else {
         println!(

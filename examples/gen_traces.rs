@@ -96,11 +96,17 @@ pub fn diurnal() -> Trace {
 
 /// The diurnal cycle over `days` days at 15 s (the replay-speed bench uses a week).
 pub fn diurnal_days(days: u32) -> Trace {
-    let mut noise = Wander::new(1, 0.97, 0.006);
+    daily_cycle(1, days, 150.0 * MIB, 550.0 * MIB)
+}
+
+/// A daily cycle from `low` to `high` over `days` days at 15 s with noise from `seed`, recorded
+/// on 12 brokers.
+pub fn daily_cycle(seed: u64, days: u32, low: f64, high: f64) -> Trace {
+    let mut noise = Wander::new(seed, 0.97, 0.006);
     let rows = (0..5760 * days)
         .map(|i| {
             let t = f64::from(i) * 15.0;
-            broker_row(t, daily(t, 150.0 * MIB, 550.0 * MIB) * noise.next(), 12.0)
+            broker_row(t, daily(t, low, high) * noise.next(), 12.0)
         })
         .collect();
     Trace {
@@ -210,6 +216,120 @@ pub fn disk_growth() -> Trace {
     }
 }
 
+/// A flash crowd that builds up: `base` (recorded on `brokers`) rising linearly to `peak`× over
+/// `ramp_minutes` from `start_minute`, holding `hold_minutes`, then falling back over ten minutes;
+/// `minutes` long at 15 s.
+pub fn ramp_crowd(
+    seed: u64,
+    base: f64,
+    brokers: f64,
+    shape: (f64, f64, f64, f64),
+    minutes: u32,
+) -> Trace {
+    let (start, ramp, hold, peak) = shape;
+    let mut noise = Wander::new(seed, 0.9, 0.01);
+    let rows = (0..minutes * 4)
+        .map(|i| {
+            let t = f64::from(i) * 15.0;
+            let m = t / 60.0;
+            let factor = if m < start {
+                1.0
+            } else if m < start + ramp {
+                1.0 + (peak - 1.0) * (m - start) / ramp
+            } else if m < start + ramp + hold {
+                peak
+            } else if m < start + ramp + hold + 10.0 {
+                peak - (peak - 1.0) * (m - start - ramp - hold) / 10.0
+            } else {
+                1.0
+            };
+            broker_row(t, base * factor * noise.next(), brokers)
+        })
+        .collect();
+    Trace {
+        columns: broker_columns(),
+        rows,
+    }
+}
+
+/// Two hours at 15 s: 180 MiB/s on 8 brokers, rising to 4× over ten minutes from 0:30, for 40
+/// minutes, then a ten-minute decline back.
+pub fn flash_crowd_ramp() -> Trace {
+    ramp_crowd(6, 180.0 * MIB, 8.0, (30.0, 10.0, 40.0, 4.0), 120)
+}
+
+/// A working-day shape: quiet nights, a steep morning rise at 08:00, a lunch dip, an evening
+/// fall; `level` scales the day (weekends are lower).
+fn working_day(seconds: f64, low: f64, high: f64, level: f64) -> f64 {
+    let h = (seconds % DAY) / 3600.0;
+    let smooth = |x: f64| {
+        let x = x.clamp(0.0, 1.0);
+        x * x * (3.0 - 2.0 * x)
+    };
+    let rise = smooth((h - 7.5) / 2.0);
+    let fall = smooth((h - 18.0) / 3.0);
+    let lunch = 0.12 * (-((h - 12.5) / 0.6).powi(2)).exp();
+    let shape = (rise - fall - lunch).max(0.0);
+    low + (high - low) * level * shape
+}
+
+/// A week at 1 min with a daily pattern: 120 MiB/s at night to 600 MiB/s on working days
+/// (weekends peak lower), `seed` for the noise, recorded on 12 brokers.
+pub fn week_with_seed(seed: u64, days: u32) -> Trace {
+    let mut noise = Wander::new(seed, 0.97, 0.006);
+    let rows = (0..1440 * days)
+        .map(|i| {
+            let t = f64::from(i) * 60.0;
+            let day = (t / DAY) as u32 % 7;
+            let level = if day >= 5 {
+                0.55
+            } else {
+                1.0 - 0.03 * f64::from(day)
+            };
+            let v = working_day(t, 120.0 * MIB, 600.0 * MIB, level);
+            broker_row(t, v * noise.next(), 12.0)
+        })
+        .collect();
+    Trace {
+        columns: broker_columns(),
+        rows,
+    }
+}
+
+/// The bundled week.
+pub fn week() -> Trace {
+    week_with_seed(7, 7)
+}
+
+/// `minutes` at 15 s of `mean` (recorded on `brokers`) swinging ±`amplitude` with `period_minutes`.
+pub fn swings(
+    seed: u64,
+    mean: f64,
+    brokers: f64,
+    amplitude: f64,
+    period_minutes: f64,
+    minutes: u32,
+) -> Trace {
+    let mut noise = Wander::new(seed, 0.8, 0.02);
+    let rows = (0..minutes * 4)
+        .map(|i| {
+            let t = f64::from(i) * 15.0;
+            let wave = 1.0 + amplitude * (2.0 * PI * t / (period_minutes * 60.0)).sin();
+            broker_row(t, mean * wave * noise.next(), brokers)
+        })
+        .collect();
+    Trace {
+        columns: broker_columns(),
+        rows,
+    }
+}
+
+/// Three hours at 15 s: 300 MiB/s ± 30 % every 20 minutes, slower than a 5-minute scale-down
+/// window absorbs, recorded on 6 brokers.
+pub fn fast_oscillation() -> Trace {
+    swings(8, 300.0 * MIB, 6.0, 0.3, 20.0, 180)
+}
+
 /// Every bundled trace with its file name.
 pub fn all() -> Vec<(&'static str, Trace)> {
     vec![
@@ -218,6 +338,9 @@ pub fn all() -> Vec<(&'static str, Trace)> {
         ("oscillating.csv", oscillating()),
         ("outage.csv", outage()),
         ("disk-growth.csv", disk_growth()),
+        ("flash-crowd-ramp.csv", flash_crowd_ramp()),
+        ("week.csv", week()),
+        ("fast-oscillation.csv", fast_oscillation()),
     ]
 }
 

@@ -216,6 +216,49 @@ pub struct BrokerSpec {
     /// Scale-down behaviour. Default: 10m stabilization, 5m cooldown, 1 replica per step.
     #[serde(default = "ScalingRules::default_down")]
     pub scale_down: ScalingRules,
+    /// Predictive scale-up and flap damping. Default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastSpec>,
+}
+
+/// Pattern of `forecast.horizon`: `auto` or a duration.
+const HORIZON_PATTERN: &str = r"^(auto|([0-9]+(ms|s|m|h|d))+)$";
+
+/// Predictive scale-up: act on the load expected one horizon ahead, and hold capacity when the
+/// load swings faster than the scale-down window absorbs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastSpec {
+    /// Scale up on the forecast load (never down on it) and damp flapping. Default `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How far ahead to look: `auto` (measured time from a scale-up until the new brokers
+    /// report load) or a duration such as `2m`. Default `auto`.
+    #[serde(default = "default_horizon")]
+    #[schemars(regex(pattern = HORIZON_PATTERN))]
+    pub horizon: String,
+    /// Recommendation direction changes within one hour from which the load counts as
+    /// flapping and scale-downs wait for the highest recommendation of the hour. Default `4`.
+    #[serde(default = "default_flap_turns")]
+    #[x_kube(validation = Rule::new("self >= 2 && self <= 60").message("flapTurnsPerHour must be in [2, 60]"))]
+    pub flap_turns_per_hour: i32,
+}
+
+impl Default for ForecastSpec {
+    fn default() -> Self {
+        ForecastSpec {
+            enabled: false,
+            horizon: default_horizon(),
+            flap_turns_per_hour: default_flap_turns(),
+        }
+    }
+}
+
+fn default_horizon() -> String {
+    "auto".into()
+}
+fn default_flap_turns() -> i32 {
+    4
 }
 
 /// What a broker metric measures.
@@ -496,6 +539,69 @@ pub struct BrokerStatus {
     /// Each metric's latest value and proposal.
     #[serde(default)]
     pub metrics: Vec<MetricStatus>,
+    /// What the forecast remembers and last concluded; present when `forecast.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastStatus>,
+    /// Flap damping: recent direction changes of the recommendation and whether capacity is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flapping: Option<FlapStatus>,
+}
+
+/// The forecast's bounded memory and its last conclusion.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastStatus {
+    /// Measured time from the last scale-up until every new broker reported, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_horizon_seconds: Option<i64>,
+    /// When that measurement was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+    /// A scale-up whose new brokers have not all reported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_scale_up: Option<Recommendation>,
+    /// The newest scale-up already taken into account (measured, pending or given up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_scale_up: Option<Time>,
+    /// Recent complete samples per metric, the trend's input; bounded.
+    #[serde(default)]
+    pub samples: Vec<ForecastSeries>,
+    /// The last forecast, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+}
+
+/// Recent samples of one metric.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ForecastSeries {
+    /// Metric name.
+    pub metric: String,
+    /// Sample times, oldest first.
+    pub times: Vec<Time>,
+    /// Values, one per time.
+    pub values: Vec<f64>,
+}
+
+/// Flap damping state.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlapStatus {
+    /// Whether scale-downs currently wait for the highest recommendation of the last hour.
+    pub holding: bool,
+    /// Direction changes of the recommendation within the last hour.
+    pub turns_last_hour: i32,
+    /// Times of those direction changes, oldest first; bounded.
+    #[serde(default)]
+    pub turns: Vec<Time>,
+    /// Direction of the current run of recommendations: 1 up, -1 down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_direction: Option<i32>,
+    /// Highest (up) or lowest (down) recommendation of the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extreme: Option<i32>,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One remembered recommendation.

@@ -158,18 +158,21 @@ struct BacktestArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     initial_claim_size: Option<u64>,
     /// Also replay a baseline on the same trace: `hpa` is the Kubernetes HPA v2 algorithm with
-    /// its default behavior, the policy's metrics, targets and bounds.
-    #[arg(long, value_name = "BASELINE")]
-    compare: Option<Baseline>,
+    /// its default behavior, the policy's metrics, targets and bounds; `forecast` is the policy
+    /// with `brokers.forecast` enabled. Repeat or separate with commas: `--compare hpa,forecast`.
+    #[arg(long, value_name = "BASELINE", value_delimiter = ',')]
+    compare: Vec<Baseline>,
     /// Directory for decisions.csv, summary.json and chart.svg.
     #[arg(long, value_name = "DIR", default_value = "backtest-out")]
     out: PathBuf,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Baseline {
     /// Kubernetes HorizontalPodAutoscaler v2 with default behavior.
     Hpa,
+    /// The policy with `brokers.forecast` enabled.
+    Forecast,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -406,12 +409,13 @@ fn run_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let options = backtest::Options {
         initial_replicas: args.initial_replicas,
         ready_delay: args.ready_delay,
-        compare_hpa: args.compare.is_some(),
+        compare_hpa: args.compare.contains(&Baseline::Hpa),
         initial_claim_size: args.initial_claim_size,
         epoch,
         source,
     };
-    let report = backtest::run(&trace, &loaded, &options)?;
+    let forecast = args.compare.contains(&Baseline::Forecast);
+    let report = backtest::run_compared(&trace, &loaded, &options, forecast)?;
     report.write(&args.out)?;
     print!("{}", report.table());
     println!(

@@ -13,8 +13,8 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::api::{
-    AuthSpec, BookieSpec, BrokerSpec, MetricType, ScalingPolicy, ScalingPolicySpec, ScalingRules,
-    SourceType, TlsSpec,
+    AuthSpec, BookieSpec, BrokerSpec, ForecastSpec, MetricType, ScalingPolicy, ScalingPolicySpec,
+    ScalingRules, SourceType, TlsSpec,
 };
 use crate::quantity;
 
@@ -64,6 +64,19 @@ pub struct Policy {
     pub bookies: Option<BookiePolicy>,
     /// Per-policy rate limit.
     pub rate_limit: RateLimit,
+    /// `brokers.forecast` when enabled (kept here so `BrokerPolicy` literals stay valid).
+    pub forecast: Option<ForecastPolicy>,
+}
+
+/// Checked `brokers.forecast` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForecastPolicy {
+    /// Fixed horizon, or `None` for `auto` (measured from readiness).
+    pub horizon: Option<Duration>,
+    /// Direction changes per hour from which the load counts as flapping.
+    pub flap_turns_per_hour: u32,
+    /// The policy's evaluation period: a decision can act one interval late at most.
+    pub interval: Duration,
 }
 
 /// Metrics source settings.
@@ -380,10 +393,17 @@ impl Policy {
                 format!("must be at least 1, got {}", limit.burst),
             );
         }
+        let forecast = spec
+            .brokers
+            .as_ref()
+            .and_then(|b| b.forecast.as_ref())
+            .filter(|f| f.enabled)
+            .map(|f| forecast_policy(&mut c, f, interval));
         if !c.problems.is_empty() {
             return Err(c.problems);
         }
         Ok(Policy {
+            forecast,
             interval,
             dry_run: spec.dry_run,
             suspend: spec.suspend,
@@ -794,6 +814,28 @@ fn direction(c: &mut Checker, path: &str, r: &ScalingRules) -> Direction {
         cooldown,
         max_replicas,
         max_percent,
+    }
+}
+
+fn forecast_policy(c: &mut Checker, f: &ForecastSpec, interval: Duration) -> ForecastPolicy {
+    let p = "spec.brokers.forecast";
+    let horizon = (f.horizon != "auto").then(|| c.duration(&format!("{p}.horizon"), &f.horizon));
+    if horizon.is_some_and(|h| h > MAX_WINDOW) {
+        c.fail(
+            format!("{p}.horizon"),
+            format!("must be at most 6h, got {}", f.horizon),
+        );
+    }
+    if !(2..=60).contains(&f.flap_turns_per_hour) {
+        c.fail(
+            format!("{p}.flapTurnsPerHour"),
+            format!("must be in [2, 60], got {}", f.flap_turns_per_hour),
+        );
+    }
+    ForecastPolicy {
+        horizon,
+        flap_turns_per_hour: f.flap_turns_per_hour.clamp(2, 60) as u32,
+        interval,
     }
 }
 

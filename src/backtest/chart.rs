@@ -31,6 +31,12 @@ pub mod series {
     pub const DROPPED: &str = "dropped by rate limit";
     /// HPA changes.
     pub const HPA_CHANGE: &str = "change (HPA)";
+    /// Load metric per ready broker under the policy with forecast.
+    pub const LOAD_FORECAST: &str = "load per ready broker (policy + forecast)";
+    /// Broker replicas under the policy with forecast.
+    pub const REPLICAS_FORECAST: &str = "replicas (policy + forecast)";
+    /// Scale-ups the forecast made or enlarged beyond what the load seen then asked for.
+    pub const FORECAST_UP: &str = "scale-up by forecast";
     /// Ledger claim size.
     pub const CLAIM_SIZE: &str = "claim size";
     /// Ledger claim used space.
@@ -51,6 +57,8 @@ const HPA_COLOR: RGBColor = RGBColor(255, 127, 14);
 const TARGET_COLOR: RGBColor = RGBColor(214, 39, 40);
 const UP_COLOR: RGBColor = RGBColor(44, 160, 44);
 const DOWN_COLOR: RGBColor = RGBColor(148, 103, 189);
+const FORECAST_COLOR: RGBColor = RGBColor(23, 190, 207);
+const FORECAST_MARK_COLOR: RGBColor = RGBColor(0, 90, 100);
 const GREY: RGBColor = RGBColor(127, 127, 127);
 
 /// Draws the chart of `report` into `path`.
@@ -207,10 +215,16 @@ fn load_panel(
         .as_ref()
         .map(|h| segments(&h.points, |p| p.load_per_broker, scale, div))
         .unwrap_or_default();
+    let ahead = report
+        .forecast
+        .as_ref()
+        .map(|f| segments(&f.points, |p| p.load_per_broker, scale, div))
+        .unwrap_or_default();
     let target = s.load_target.unwrap_or(0.0) / div;
     let peak = ours
         .iter()
         .chain(&theirs)
+        .chain(&ahead)
         .flatten()
         .map(|p| p.1)
         .fold(target, f64::max);
@@ -236,6 +250,15 @@ fn load_panel(
             drawn
                 .label(series::LOAD_HPA)
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], HPA_COLOR));
+        }
+    }
+    let mut first = true;
+    for seg in &ahead {
+        let drawn = chart.draw_series(LineSeries::new(seg.iter().copied(), FORECAST_COLOR))?;
+        if std::mem::take(&mut first) {
+            drawn
+                .label(series::LOAD_FORECAST)
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FORECAST_COLOR));
         }
     }
     let mut first = true;
@@ -276,9 +299,14 @@ fn replica_panel(
         .hpa
         .as_ref()
         .map(|h| steps(h, start, span, true, scale, 1.0));
+    let ahead = report
+        .forecast
+        .as_ref()
+        .map(|f| steps(f, start, span, true, scale, 1.0));
     let top = ours
         .iter()
         .chain(theirs.iter().flatten())
+        .chain(ahead.iter().flatten())
         .map(|p| p.1)
         .chain(report.policy.records.iter().map(|r| r.to as f64))
         .fold(1.0, f64::max);
@@ -309,6 +337,12 @@ fn replica_panel(
                 .legend(|(x, y)| Circle::new((x + 10, y), 3, HPA_COLOR));
         }
     }
+    if let Some(ahead) = ahead {
+        chart
+            .draw_series(LineSeries::new(ahead, FORECAST_COLOR.stroke_width(2)))?
+            .label(series::REPLICAS_FORECAST)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FORECAST_COLOR));
+    }
     chart
         .draw_series(LineSeries::new(ours, POLICY_COLOR.stroke_width(2)))?
         .label(series::REPLICAS_POLICY)
@@ -326,6 +360,26 @@ fn replica_panel(
         .draw_series(marks(Action::ScaleDown).map(|p| Circle::new(p, 5, DOWN_COLOR.filled())))?
         .label(series::SCALE_DOWN)
         .legend(|(x, y)| Circle::new((x + 10, y), 5, DOWN_COLOR.filled()));
+    // Forecast-driven scale-ups: of the forecast run when compared, else of the policy itself.
+    let by_forecast: Vec<(f64, f64)> = carried(
+        &report.forecast.as_ref().unwrap_or(&report.policy).records,
+        true,
+    )
+    .filter(|r| r.forecast)
+    .map(|r| (r.seconds / scale, r.to as f64))
+    .collect();
+    if !by_forecast.is_empty() {
+        chart
+            .draw_series(
+                by_forecast
+                    .into_iter()
+                    .map(|p| TriangleMarker::new(p, 7, FORECAST_MARK_COLOR.stroke_width(2))),
+            )?
+            .label(series::FORECAST_UP)
+            .legend(|(x, y)| {
+                TriangleMarker::new((x + 10, y), 7, FORECAST_MARK_COLOR.stroke_width(2))
+            });
+    }
     let dropped: Vec<(f64, f64)> = report
         .policy
         .records

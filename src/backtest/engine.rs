@@ -7,7 +7,8 @@ use jiff::Timestamp;
 
 use super::replay::{Autoscaler, ClaimView, Evaluation, Outcome, Record, View};
 use crate::decide::{
-    self, Action, Availability, BrokerMemory, ClaimState, Decision, Flags, Sample,
+    self, Action, Ahead, Availability, BrokerInputs, BrokerMemory, ClaimState, Decision, Flags,
+    Sample,
 };
 use crate::guard::{self, Guard, Verdict};
 use crate::policy::{Policy, RateLimit};
@@ -19,6 +20,7 @@ pub struct PolicyScaler {
     memory: BrokerMemory,
     guard: Guard,
     last_expand: Option<Timestamp>,
+    unmeasured_horizon: Duration,
 }
 
 impl PolicyScaler {
@@ -30,7 +32,15 @@ impl PolicyScaler {
             memory: BrokerMemory::default(),
             guard: Guard::new(None),
             last_expand: None,
+            unmeasured_horizon: decide::forecast::DEFAULT_HORIZON,
         }
+    }
+
+    /// Under `horizon: auto`, the horizon before one is measured: in a replay, the model's
+    /// ready delay (the replay then measures it like the controller does).
+    pub fn with_unmeasured_horizon(mut self, horizon: Duration) -> Self {
+        self.unmeasured_horizon = horizon;
+        self
     }
 
     fn flags(&self) -> Flags {
@@ -50,15 +60,24 @@ impl PolicyScaler {
             .iter()
             .map(|m| view.metric_sample(m))
             .collect();
-        let outcome = decide::decide_brokers(
+        let inputs = BrokerInputs {
             policy,
             flags,
-            self.policy.source.max_staleness,
-            view.replicas,
-            &samples,
-            &self.memory,
-            view.now,
-        );
+            max_staleness: self.policy.source.max_staleness,
+            current: view.replicas,
+            samples: &samples,
+            memory: &self.memory,
+            now: view.now,
+        };
+        let history = view.history(&policy.metrics);
+        let ahead = self.policy.forecast.map(|f| Ahead {
+            policy: f,
+            history: &history,
+            unmeasured_horizon: self.unmeasured_horizon,
+        });
+        let outcome = decide::decide_brokers_with(&inputs, ahead.as_ref());
+        let forecast = outcome.forecast_driven;
+        eval.holding_for_flapping = outcome.holding;
         self.memory = outcome.memory;
         let proposals = outcome.metrics.iter().filter_map(|m| m.proposed_replicas);
         eval.held_for_missing_data |= match &outcome.availability {
@@ -72,7 +91,7 @@ impl PolicyScaler {
         }
         let safety = guard::check_brokers(policy, &decision);
         let limit = self.policy.rate_limit;
-        let record = carry_out(
+        let mut record = carry_out(
             &mut self.guard,
             &self.name,
             limit,
@@ -80,6 +99,7 @@ impl PolicyScaler {
             safety,
             view.now,
         );
+        record.forecast = forecast;
         if record.outcome == Outcome::Carried {
             self.memory.note_action(decision.action, view.now);
             eval.replicas = u32::try_from(decision.to).ok();
@@ -159,6 +179,7 @@ fn carry_out(
         from: decision.from,
         to: decision.to,
         reason: decision.reason(),
+        forecast: false,
     };
     let wanted = format!("{} {} → {}", decision.action, decision.from, decision.to);
     if decision.dry_run {

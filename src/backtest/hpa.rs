@@ -539,6 +539,7 @@ impl Autoscaler for HpaScaler {
                 from: view.replicas.into(),
                 to: sync.replicas.into(),
                 reason: sync.reason,
+                forecast: false,
             });
             eval.replicas = Some(sync.replicas);
         }

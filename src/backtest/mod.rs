@@ -17,7 +17,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::policy::{self, Policy};
+use crate::policy::{self, ForecastPolicy, Policy};
 use model::Claim;
 use replay::{Setup, load_metric, metric_column};
 use report::Report;
@@ -182,6 +182,27 @@ pub fn run(
     loaded: &LoadedPolicy,
     options: &Options,
 ) -> Result<Report, BacktestError> {
+    run_compared(trace, loaded, options, false)
+}
+
+/// The policy's forecast settings, or the defaults (`horizon: auto`) when it has none.
+pub fn forecast_settings(policy: &Policy) -> ForecastPolicy {
+    policy.forecast.unwrap_or(ForecastPolicy {
+        horizon: None,
+        flap_turns_per_hour: 4,
+        interval: policy.interval,
+    })
+}
+
+/// Like [`run`]; with `compare_forecast` the policy also runs with `forecast.enabled` (its own
+/// forecast settings or the defaults) and the policy column runs with the forecast off, so the
+/// report compares policy, policy with forecast and (when asked) the HPA.
+pub fn run_compared(
+    trace: &Trace,
+    loaded: &LoadedPolicy,
+    options: &Options,
+    compare_forecast: bool,
+) -> Result<Report, BacktestError> {
     let policy = &loaded.policy;
     let mut notes = Vec::new();
     if let Some(b) = &policy.brokers {
@@ -257,8 +278,27 @@ pub fn run(
         epoch: options.epoch,
         claim: claim.clone(),
     };
-    let mut ours = engine::PolicyScaler::new(loaded.name.clone(), policy.clone());
+    let mut plain = policy.clone();
+    if compare_forecast {
+        plain.forecast = None;
+    }
+    let mut ours = engine::PolicyScaler::new(loaded.name.clone(), plain)
+        .with_unmeasured_horizon(options.ready_delay);
     let policy_run = replay::replay(trace, policy, &setup, &mut ours)?;
+    let forecast_run = match (&policy.brokers, compare_forecast) {
+        (Some(_), true) => {
+            let mut ahead = policy.clone();
+            ahead.forecast = Some(forecast_settings(policy));
+            let mut scaler = engine::PolicyScaler::new(loaded.name.clone(), ahead)
+                .with_unmeasured_horizon(options.ready_delay);
+            Some(replay::replay(trace, policy, &setup, &mut scaler)?)
+        }
+        (None, true) => {
+            notes.push("the policy scales no brokers: there is nothing to forecast".into());
+            None
+        }
+        _ => None,
+    };
     let hpa_run = match (&policy.brokers, options.compare_hpa) {
         (Some(b), true) => {
             let mut baseline = hpa::HpaScaler::new(b, policy.source.max_staleness);
@@ -282,6 +322,7 @@ pub fn run(
         load_kind: load_metric(policy).map(|m| m.kind),
         expand_at_used_percent: policy.bookies.as_ref().map(|b| b.expand_at_used_percent),
         policy: policy_run,
+        forecast: forecast_run,
         hpa: hpa_run,
         notes,
     })

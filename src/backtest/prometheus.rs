@@ -220,7 +220,7 @@ pub async fn fetch(
     client: &reqwest::Client,
     range: &RangeQuery,
     queries: &[(Column, String)],
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Trace, FetchError> {
     let step_ms = range.step.as_millis() as i64;
     if step_ms < 1000 {

@@ -13,6 +13,7 @@ use super::model::{self, Brokers, Claim};
 use super::report::Summary;
 use super::trace::{Column, Trace};
 use crate::api::MetricType;
+use crate::decide::forecast::{History, mean_of};
 use crate::decide::{Action, Sample};
 use crate::policy::{MetricPolicy, Policy};
 
@@ -46,8 +47,30 @@ pub struct View<'a> {
     /// The newest sample of each trace column, as the metrics source would return it.
     samples: &'a [Option<Sample>],
     columns: &'a [Column],
+    trace: &'a Trace,
     /// The ledger claim, when one is replayed.
     pub claim: Option<ClaimView>,
+}
+
+/// The trace's past values of some columns up to the current instant: what range queries over
+/// the metrics source's history would return at that time.
+pub struct TraceHistory<'a> {
+    trace: &'a Trace,
+    columns: Vec<Option<usize>>,
+    epoch: Timestamp,
+    until_ms: i64,
+}
+
+impl History for TraceHistory<'_> {
+    fn mean(&self, metric: usize, from: Timestamp, to: Timestamp) -> Option<(f64, usize)> {
+        let column = (*self.columns.get(metric)?)?;
+        let ms = |t: Timestamp| t.duration_since(self.epoch).as_millis() as i64;
+        let (from, to) = (ms(from), ms(to).min(self.until_ms));
+        let rows = &self.trace.rows;
+        let start = rows.partition_point(|r| r.millis() < from);
+        let end = rows.partition_point(|r| r.millis() <= to);
+        mean_of(rows.get(start..end)?.iter().filter_map(|r| r.value(column)))
+    }
 }
 
 impl View<'_> {
@@ -60,6 +83,22 @@ impl View<'_> {
     /// The newest sample for a policy metric.
     pub fn metric_sample(&self, metric: &MetricPolicy) -> Option<Sample> {
         self.sample(&metric_column(metric))
+    }
+
+    /// The recorded past of `metrics` up to now, one series per metric.
+    pub fn history(&self, metrics: &[MetricPolicy]) -> TraceHistory<'_> {
+        TraceHistory {
+            trace: self.trace,
+            columns: metrics
+                .iter()
+                .map(|m| self.trace.index(&metric_column(m)))
+                .collect(),
+            epoch: self
+                .now
+                .checked_sub(SignedDuration::from_millis(self.now_ms))
+                .unwrap_or(self.now),
+            until_ms: self.now_ms,
+        }
     }
 }
 
@@ -117,6 +156,8 @@ pub struct Record {
     pub to: u64,
     /// Why, in words.
     pub reason: String,
+    /// Whether the forecast made it a scale-up, or a larger one than the load seen then asked for.
+    pub forecast: bool,
 }
 
 impl Record {
@@ -142,6 +183,8 @@ pub struct Evaluation {
     pub claim_size: Option<u64>,
     /// Whether missing data kept the autoscaler from acting as its other data suggested.
     pub held_for_missing_data: bool,
+    /// Whether flap damping held capacity (scale-downs wait for the hour's highest).
+    pub holding_for_flapping: bool,
 }
 
 /// An autoscaler the replay can drive: the policy engine or a baseline.
@@ -380,6 +423,7 @@ impl<'a> State<'a> {
             ready: self.brokers.ready(t),
             samples: &self.samples,
             columns: &self.trace.columns,
+            trace: self.trace,
             claim: self.claim.as_ref().map(|c| ClaimView {
                 name: c.name.clone(),
                 requested: c.size,
@@ -394,6 +438,9 @@ impl<'a> State<'a> {
         if eval.held_for_missing_data {
             s.held_for_missing_data_seconds += weight_ms as f64 / 1000.0;
         }
+        if eval.holding_for_flapping {
+            s.holding_for_flapping_seconds += weight_ms as f64 / 1000.0;
+        }
         for mut r in eval.records {
             r.seconds = t as f64 / 1000.0;
             match (r.outcome, r.action) {
@@ -404,6 +451,9 @@ impl<'a> State<'a> {
                 (Outcome::Refused, _) => s.refused_unsafe += 1,
                 (Outcome::DryRun, _) => s.dry_run_decisions += 1,
                 _ => {}
+            }
+            if r.forecast && r.outcome == Outcome::Carried {
+                s.forecast_scale_ups += 1;
             }
             if r.outcome == Outcome::Carried
                 && matches!(r.action, Action::ScaleUp | Action::ScaleDown)

@@ -19,6 +19,8 @@ pub struct Summary {
     pub scale_ups: u32,
     /// Broker scale-downs carried out.
     pub scale_downs: u32,
+    /// Scale-ups the forecast made or enlarged (0 without one).
+    pub forecast_scale_ups: u32,
     /// Claim expansions carried out.
     pub expansions: u32,
     /// Actions the rate limiter dropped.
@@ -47,6 +49,8 @@ pub struct Summary {
     pub max_claim_used_percent: Option<f64>,
     /// Evaluation time in which missing data held back an action the other data asked for.
     pub held_for_missing_data_seconds: f64,
+    /// Evaluation time in which flap damping held capacity (0 without the forecast).
+    pub holding_for_flapping_seconds: f64,
     /// Time replayed.
     pub duration_seconds: f64,
     /// Most broker pods at once.
@@ -82,6 +86,8 @@ pub struct Report {
     pub expand_at_used_percent: Option<f64>,
     /// The policy's replay.
     pub policy: Run,
+    /// The policy's replay with `forecast.enabled`, when compared.
+    pub forecast: Option<Run>,
     /// The HPA baseline's replay, with `--compare hpa`.
     pub hpa: Option<Run>,
     /// Things the reader should know about the replay (assumptions it had to make).
@@ -122,6 +128,8 @@ struct SummaryFile<'a> {
     trace: TraceInfo<'a>,
     model: ModelInfo,
     policy: Named<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast: Option<Named<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hpa: Option<Named<'a>>,
     notes: &'a [String],
@@ -171,6 +179,10 @@ impl Report {
                 name: &self.policy_name,
                 summary: &self.policy.summary,
             },
+            forecast: self.forecast.as_ref().map(|f| Named {
+                name: &self.policy_name,
+                summary: &f.summary,
+            }),
             hpa: self.hpa.as_ref().map(|h| Named {
                 name: HPA_NAME,
                 summary: &h.summary,
@@ -181,7 +193,8 @@ impl Report {
         serde_json::to_string_pretty(&file).unwrap_or_default() + "\n"
     }
 
-    /// The table printed on the terminal.
+    /// The table printed on the terminal: the policy, then the policy with forecast and the
+    /// HPA when they were replayed.
     pub fn table(&self) -> String {
         let mut out = format!(
             "backtest of {} on {} ({} rows, {} steps, {})\n",
@@ -191,8 +204,13 @@ impl Report {
             units::duration(seconds(self.step_seconds)),
             units::duration(seconds(self.policy.summary.duration_seconds)),
         );
-        let p = &self.policy.summary;
-        let h = self.hpa.as_ref().map(|r| &r.summary);
+        let mut columns: Vec<(&str, &Summary, bool)> = vec![("policy", &self.policy.summary, true)];
+        if let Some(f) = &self.forecast {
+            columns.push(("+forecast", &f.summary, true));
+        }
+        if let Some(h) = &self.hpa {
+            columns.push(("HPA", &h.summary, false));
+        }
         let load = |v: Option<f64>| match (v, self.load_kind) {
             (Some(v), Some(kind)) => units::metric_value(kind, v),
             _ => "-".into(),
@@ -200,107 +218,121 @@ impl Report {
         let secs = |v: f64| units::duration(seconds(v));
         let brokers = self.load_kind.is_some();
         let claims = self.initial_claim_size.is_some();
-        let mut rows: Vec<(&str, String, Option<String>)> = Vec::new();
+        type Cell<'a> = Box<dyn Fn(&Summary, bool) -> String + 'a>;
+        let mut rows: Vec<(&str, Cell<'_>)> = Vec::new();
         if brokers {
-            rows.extend([
-                (
-                    "scale-ups",
-                    p.scale_ups.to_string(),
-                    h.map(|h| h.scale_ups.to_string()),
-                ),
-                (
-                    "scale-downs",
-                    p.scale_downs.to_string(),
-                    h.map(|h| h.scale_downs.to_string()),
-                ),
-                (
-                    "direction changes",
-                    p.direction_changes.to_string(),
-                    h.map(|h| h.direction_changes.to_string()),
-                ),
-                (
-                    "broker-hours",
-                    format!("{:.1}", p.broker_hours),
-                    h.map(|h| format!("{:.1}", h.broker_hours)),
-                ),
-                (
-                    "over target",
-                    secs(p.overload_seconds),
-                    h.map(|h| secs(h.overload_seconds)),
-                ),
-                (
-                    "over target+tolerance",
-                    secs(p.overload_beyond_tolerance_seconds),
-                    h.map(|h| secs(h.overload_beyond_tolerance_seconds)),
-                ),
-                (
-                    "peak load per broker",
-                    load(p.peak_load_per_broker),
-                    h.map(|h| load(h.peak_load_per_broker)),
-                ),
-                (
-                    "peak replicas",
-                    p.peak_replicas.to_string(),
-                    h.map(|h| h.peak_replicas.to_string()),
-                ),
-            ]);
+            rows.push(("scale-ups", Box::new(|s, _| s.scale_ups.to_string())));
+            if self.forecast.is_some() {
+                rows.push((
+                    "  of them by forecast",
+                    Box::new(|s, ours| {
+                        if ours {
+                            s.forecast_scale_ups.to_string()
+                        } else {
+                            "-".into()
+                        }
+                    }),
+                ));
+            }
+            rows.push(("scale-downs", Box::new(|s, _| s.scale_downs.to_string())));
+            rows.push((
+                "direction changes",
+                Box::new(|s, _| s.direction_changes.to_string()),
+            ));
+            rows.push((
+                "broker-hours",
+                Box::new(|s, _| format!("{:.1}", s.broker_hours)),
+            ));
+            rows.push((
+                "over target",
+                Box::new(move |s, _| secs(s.overload_seconds)),
+            ));
+            rows.push((
+                "over target+tolerance",
+                Box::new(move |s, _| secs(s.overload_beyond_tolerance_seconds)),
+            ));
+            rows.push((
+                "peak load per broker",
+                Box::new(move |s, _| load(s.peak_load_per_broker)),
+            ));
+            rows.push((
+                "peak replicas",
+                Box::new(|s, _| s.peak_replicas.to_string()),
+            ));
         }
+        let ours_only = |f: fn(&Summary) -> String| -> Cell<'_> {
+            Box::new(move |s, ours| if ours { f(s) } else { "-".into() })
+        };
         if claims {
-            rows.extend([
-                (
-                    "expansions",
-                    p.expansions.to_string(),
-                    h.map(|_| "-".into()),
-                ),
-                (
-                    "max claim used",
-                    p.max_claim_used_percent
-                        .map_or("-".into(), |v| format!("{}%", units::number(v))),
-                    h.map(|_| "-".into()),
-                ),
-            ]);
+            rows.push(("expansions", ours_only(|s| s.expansions.to_string())));
+            rows.push((
+                "max claim used",
+                ours_only(|s| {
+                    s.max_claim_used_percent
+                        .map_or("-".into(), |v| format!("{}%", units::number(v)))
+                }),
+            ));
         }
-        rows.extend([
-            (
-                "dropped by rate limit",
-                p.dropped_by_rate_limit.to_string(),
-                h.map(|_| "-".into()),
-            ),
-            (
-                "held for missing data",
-                secs(p.held_for_missing_data_seconds),
-                h.map(|h| secs(h.held_for_missing_data_seconds)),
-            ),
-        ]);
+        rows.push((
+            "dropped by rate limit",
+            ours_only(|s| s.dropped_by_rate_limit.to_string()),
+        ));
+        rows.push((
+            "held for missing data",
+            Box::new(move |s, _| secs(s.held_for_missing_data_seconds)),
+        ));
+        if self.forecast.is_some() || self.policy.summary.holding_for_flapping_seconds > 0.0 {
+            rows.push((
+                "holding for flapping",
+                Box::new(move |s, ours| {
+                    if ours {
+                        secs(s.holding_for_flapping_seconds)
+                    } else {
+                        "-".into()
+                    }
+                }),
+            ));
+        }
+        let p = &self.policy.summary;
         if p.dry_run_decisions > 0 {
             rows.push((
                 "dry-run decisions",
-                p.dry_run_decisions.to_string(),
-                h.map(|_| "-".into()),
+                ours_only(|s| s.dry_run_decisions.to_string()),
             ));
         }
         if p.load_unknown_seconds > 0.0 {
             rows.push((
                 "load unknown (no data)",
-                secs(p.load_unknown_seconds),
-                h.map(|h| secs(h.load_unknown_seconds)),
+                Box::new(move |s, _| secs(s.load_unknown_seconds)),
             ));
         }
-        let w = rows
+        let cells: Vec<(&str, Vec<String>)> = rows
             .iter()
-            .map(|r| r.1.len().max(r.2.as_ref().map_or(0, String::len)))
+            .map(|(name, cell)| {
+                (
+                    *name,
+                    columns.iter().map(|(_, s, ours)| cell(s, *ours)).collect(),
+                )
+            })
+            .collect();
+        let w = cells
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(String::len))
+            .chain(columns.iter().map(|(h, _, _)| h.len()))
             .max()
             .unwrap_or(0)
             .max(6);
-        out.push_str(&format!("{:<24}{:>w$}", "", "policy"));
-        if h.is_some() {
-            out.push_str(&format!("  {:>w$}", "HPA"));
+        out.push_str(&format!("{:<24}", ""));
+        for (i, (header, _, _)) in columns.iter().enumerate() {
+            let gap = if i == 0 { "" } else { "  " };
+            out.push_str(&format!("{gap}{header:>w$}"));
         }
         out.push('\n');
-        for (name, ours, theirs) in rows {
-            out.push_str(&format!("{name:<24}{ours:>w$}"));
-            if let Some(t) = theirs {
-                out.push_str(&format!("  {t:>w$}"));
+        for (name, values) in cells {
+            out.push_str(&format!("{name:<24}"));
+            for (i, v) in values.iter().enumerate() {
+                let gap = if i == 0 { "" } else { "  " };
+                out.push_str(&format!("{gap}{v:>w$}"));
             }
             out.push('\n');
         }
@@ -319,6 +351,9 @@ impl Report {
         };
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
         write_decisions(&dir.join("decisions.csv"), &self.policy.records)?;
+        if let Some(f) = &self.forecast {
+            write_decisions(&dir.join("forecast-decisions.csv"), &f.records)?;
+        }
         if let Some(h) = &self.hpa {
             write_decisions(&dir.join("hpa-decisions.csv"), &h.records)?;
         }

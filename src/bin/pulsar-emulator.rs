@@ -69,9 +69,13 @@ struct Args {
     /// Share of published bytes that stays on the ledger disks (0..=1).
     #[arg(long, default_value_t = 0.001)]
     disk_write_ratio: f64,
-    /// Topic-level series groups per broker page (five series per topic).
+    /// Topics per broker page (five topic-level series each).
     #[arg(long, default_value_t = 4)]
     topics: u32,
+    /// Give each topic every topic-level series a real broker publishes for a topic with one
+    /// producer and one subscription (95 instead of five): a real page's weight.
+    #[arg(long)]
+    topic_detail: bool,
     /// Write a Prometheus scrape configuration for every pod to this file.
     #[arg(long)]
     write_scrape_config: Option<PathBuf>,
@@ -115,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         ledger_initial_percent: a.ledger_used.clamp(0.0, 100.0),
         disk_write_ratio: a.disk_write_ratio,
         topics: a.topics,
+        topic_detail: a.topic_detail,
         ..Config::default()
     };
     let running = emulator::start(config, a.bind, a.control_port)

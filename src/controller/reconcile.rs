@@ -17,9 +17,10 @@ use crate::actuate;
 use crate::api::{
     BookieStatus, BrokerStatus, MetricStatus, ScalingPolicy, ScalingPolicyStatus, VolumeStatus,
 };
+use crate::decide::forecast::{DEFAULT_HORIZON, NoHistory};
 use crate::decide::{
-    Action, Availability, BrokerMemory, BrokerOutcome, Decision, Flags, VolumeState,
-    decide_brokers, decide_claim,
+    Action, Ahead, Availability, BrokerInputs, BrokerMemory, BrokerOutcome, Decision, Flags,
+    VolumeState, decide_brokers_with, decide_claim,
 };
 use crate::guard::{self, Verdict};
 use crate::metrics::PolicyReadings;
@@ -336,15 +337,25 @@ impl Run<'_> {
             dry_run: policy.dry_run,
             suspend: false,
         };
-        let outcome = decide_brokers(
-            brokers,
+        let inputs = BrokerInputs {
+            policy: brokers,
             flags,
-            policy.source.max_staleness,
+            max_staleness: policy.source.max_staleness,
             current,
-            &samples,
-            &memory,
-            self.now,
-        );
+            samples: &samples,
+            memory: &memory,
+            now: self.now,
+        };
+        // The daily pattern reads the source's history (range queries, cached for an hour).
+        let history =
+            crate::metrics::history::for_policy(&self.namespace, &self.name, policy, self.now)
+                .await;
+        let ahead = policy.forecast.map(|f| Ahead {
+            policy: f,
+            history: history.as_deref().map_or(&NoHistory as _, |h| h as _),
+            unmeasured_horizon: DEFAULT_HORIZON,
+        });
+        let outcome = decide_brokers_with(&inputs, ahead.as_ref());
         if let Some(note) = self.metrics_condition(&outcome, readings) {
             self.event(true, "MetricsUnavailable", "Evaluate", note)
                 .await;

@@ -6,9 +6,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::forecast::{self, History};
 use super::memory::BrokerMemory;
-use super::{Action, Decision, Flags, Sample, cooldown_left, elapsed, sample_problem, units};
-use crate::policy::{BrokerPolicy, Direction, MetricPolicy};
+use super::{Action, Decision, Flags, Sample, cooldown_left, elapsed, flap, horizon};
+use super::{sample_problem, units};
+use crate::policy::{BrokerPolicy, Direction, ForecastPolicy, MetricPolicy};
 
 /// Guards `ceil` against float noise: 3 × target must propose 3, not 4.
 const EPSILON: f64 = 1e-9;
@@ -64,6 +66,10 @@ pub struct BrokerOutcome {
     pub limited: Option<String>,
     /// Memory to keep; call [`BrokerMemory::note_action`] once the decision is carried out.
     pub memory: BrokerMemory,
+    /// Whether the forecast made this a scale-up, or a larger one than the load seen now asks for.
+    pub forecast_driven: bool,
+    /// Whether flap damping holds capacity (scale-downs wait for the flap window's highest).
+    pub holding: bool,
 }
 
 /// Decides the broker replica count. `samples[i]` belongs to `policy.metrics[i]`.
@@ -76,6 +82,59 @@ pub fn decide_brokers(
     memory: &BrokerMemory,
     now: Timestamp,
 ) -> BrokerOutcome {
+    let inputs = BrokerInputs {
+        policy,
+        flags,
+        max_staleness,
+        current,
+        samples,
+        memory,
+        now,
+    };
+    decide_brokers_with(&inputs, None)
+}
+
+/// Everything one broker evaluation reads.
+#[derive(Clone, Copy)]
+pub struct BrokerInputs<'a> {
+    /// The broker settings.
+    pub policy: &'a BrokerPolicy,
+    /// Dry-run and suspend.
+    pub flags: Flags,
+    /// Samples older than this are missing.
+    pub max_staleness: Duration,
+    /// Replicas now.
+    pub current: u32,
+    /// `samples[i]` belongs to `policy.metrics[i]`.
+    pub samples: &'a [Option<Sample>],
+    /// What the previous evaluations remembered.
+    pub memory: &'a BrokerMemory,
+    /// The evaluation time.
+    pub now: Timestamp,
+}
+
+/// Forecast settings and inputs, for policies with `forecast.enabled`.
+pub struct Ahead<'a> {
+    /// The checked settings.
+    pub policy: ForecastPolicy,
+    /// Past values of the metrics (the daily pattern's input); [`NoHistory`](super::forecast::NoHistory) when none.
+    pub history: &'a (dyn History + Sync),
+    /// Horizon under `auto` until one is measured.
+    pub unmeasured_horizon: Duration,
+}
+
+/// Decides the broker replica count, with the forecast and flap damping when `ahead` is given.
+/// Without it, the decision is exactly [`decide_brokers`]'s.
+pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>) -> BrokerOutcome {
+    let BrokerInputs {
+        policy,
+        flags,
+        max_staleness,
+        current,
+        samples,
+        memory,
+        now,
+    } = *inputs;
     let target = format!("statefulset/{}", policy.stateful_set);
     if flags.suspend {
         return BrokerOutcome {
@@ -90,6 +149,8 @@ pub fn decide_brokers(
             availability: Availability::NotEvaluated,
             limited: None,
             memory: memory.clone(),
+            forecast_driven: false,
+            holding: false,
         };
     }
 
@@ -134,6 +195,20 @@ pub fn decide_brokers(
         ));
         raw = current;
     }
+    let mut new_memory = memory.clone();
+    let mut forecast_driven = false;
+    if let Some(a) = ahead {
+        let plain = raw;
+        raw = raw.max(forecast_raise(
+            inputs,
+            a,
+            &metrics,
+            &mut new_memory,
+            &mut reasons,
+            plain,
+        ));
+        forecast_driven = raw > plain && raw > current;
+    }
     let mut limited = None;
     if raw > max {
         limited = Some(format!(
@@ -148,9 +223,17 @@ pub fn decide_brokers(
 
     // Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
     // in the down window, counting the one made now.
-    let mut new_memory = memory.clone();
+    let mut keep = policy.scale_up.window.max(policy.scale_down.window);
+    if ahead.is_some() {
+        keep = keep.max(flap::FLAP_WINDOW);
+    }
     if !usable.is_empty() {
-        let keep = policy.scale_up.window.max(policy.scale_down.window);
+        if let Some(a) = ahead {
+            let previous = memory.recommendations.last().map(|r| r.1);
+            let turns = &mut new_memory.ahead.turns;
+            turns.note(previous, recommendation, now);
+            new_memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
+        }
         new_memory.record(now, recommendation, keep);
     }
     let in_window = |window: Duration| {
@@ -160,7 +243,22 @@ pub fn decide_brokers(
         (lo.min(recommendation), hi.max(recommendation))
     };
     let (up_floor, _) = in_window(policy.scale_up.window);
-    let (_, down_ceiling) = in_window(policy.scale_down.window);
+    let (_, mut down_ceiling) = in_window(policy.scale_down.window);
+    let holding = ahead.is_some() && new_memory.ahead.holding;
+    let mut flap_message = None;
+    if holding {
+        // Scale-downs wait for the highest recommendation of the whole flap window.
+        let (_, hour_high) = in_window(flap::FLAP_WINDOW);
+        let message = flap_message_for(new_memory.ahead.turns.within(now), hour_high);
+        if hour_high > down_ceiling && current > recommendation {
+            reasons.push(message.clone());
+        }
+        flap_message = Some(message);
+        down_ceiling = down_ceiling.max(hour_high);
+    }
+    if ahead.is_some() {
+        new_memory.ahead.flap_message = flap_message;
+    }
     let mut stabilized = current;
     if stabilized < up_floor {
         stabilized = up_floor;
@@ -242,6 +340,8 @@ pub fn decide_brokers(
         }
     };
     BrokerOutcome {
+        forecast_driven: forecast_driven && decision.action == Action::ScaleUp,
+        holding,
         decision,
         desired,
         metrics,
@@ -249,6 +349,132 @@ pub fn decide_brokers(
         limited,
         memory: new_memory,
     }
+}
+
+/// Replicas the forecast asks for, capped while flapping: the held capacity already covers the
+/// swing seen this hour, and a trend extrapolated at the top of a swing must not buy brokers
+/// beyond it.
+fn forecast_raise(
+    inputs: &BrokerInputs<'_>,
+    a: &Ahead<'_>,
+    metrics: &[MetricEvaluation],
+    memory: &mut BrokerMemory,
+    reasons: &mut Vec<String>,
+    plain: u32,
+) -> u32 {
+    let wanted = look_ahead(inputs, a, metrics, memory, reasons);
+    let previous = inputs.memory;
+    if previous.ahead.holding
+        && let Some((_, hour_high)) = previous.range_within(inputs.now, flap::FLAP_WINDOW)
+        && wanted > hour_high.max(plain)
+    {
+        let cap = hour_high.max(plain);
+        reasons.push(format!(
+            "forecast capped at {cap} while flapping: the highest recommendation of the last {}",
+            units::duration(flap::FLAP_WINDOW)
+        ));
+        return cap;
+    }
+    wanted
+}
+
+/// Why capacity is held, in words.
+fn flap_message_for(turns: usize, hour_high: u32) -> String {
+    format!(
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; scale-downs wait for the highest recommendation in it ({hour_high})",
+        units::duration(flap::FLAP_WINDOW)
+    )
+}
+
+/// Replicas the forecast asks for (`0` when it asks for nothing); notes samples and readiness in
+/// `memory` and explains itself in `reasons`. Only cluster totals are forecast (a utilization
+/// falls as brokers are added, so its trend is not the load's), only from a complete, fresh
+/// sample, and a proposal only counts beyond the tolerance, like any other.
+fn look_ahead(
+    inputs: &BrokerInputs<'_>,
+    a: &Ahead<'_>,
+    metrics: &[MetricEvaluation],
+    memory: &mut BrokerMemory,
+    reasons: &mut Vec<String>,
+) -> u32 {
+    let BrokerInputs {
+        policy,
+        current,
+        samples,
+        now,
+        ..
+    } = *inputs;
+    horizon::observe(
+        &mut memory.ahead,
+        memory.last_scale_up,
+        current,
+        samples,
+        now,
+    );
+    let (horizon, horizon_text) = horizon::horizon(&a.policy, &memory.ahead, a.unmeasured_horizon);
+    let look = horizon + a.policy.interval;
+    let mut best = 0;
+    let mut notes = Vec::new();
+    for (i, (m, e)) in policy.metrics.iter().zip(metrics).enumerate() {
+        if m.kind.is_utilization() {
+            continue;
+        }
+        let sample = samples.get(i).and_then(Option::as_ref);
+        let (Some(s), Some(value)) = (sample, e.value) else {
+            // Missing, stale or broken: the trend starts over once data returns.
+            memory.ahead.clear_samples(&m.name);
+            notes.push(format!("{}: no forecast without data", m.name));
+            continue;
+        };
+        let complete = s.reporting.is_none_or(|n| n >= current);
+        if !complete {
+            notes.push(format!("{}: no forecast from partial data", m.name));
+            continue;
+        }
+        memory.ahead.push_sample(&m.name, s.observed_at, value);
+        let fmt = |v: f64| units::metric_value(m.kind, v);
+        let Some(f) = forecast::forecast(
+            memory.ahead.series(&m.name),
+            value,
+            a.history,
+            i,
+            now,
+            look,
+            &fmt,
+        ) else {
+            notes.push(format!("{}: too few recent samples to forecast", m.name));
+            continue;
+        };
+        let per_broker = f.value / f64::from(current.max(1));
+        let ratio = per_broker / m.target;
+        // Only a rise beyond the tolerance counts: a forecast adds brokers ahead of load, it
+        // never holds back (or causes) a scale-down.
+        let proposal = if ratio - 1.0 > policy.tolerance || current == 0 {
+            (f.value / m.target - EPSILON)
+                .ceil()
+                .clamp(0.0, f64::from(u32::MAX)) as u32
+        } else {
+            0
+        };
+        best = best.max(proposal);
+        notes.push(format!(
+            "{}: {} expected in {} ({}) from {} → {}",
+            m.name,
+            fmt(f.value),
+            units::duration(look),
+            horizon_text,
+            f.from,
+            if proposal > current {
+                format!("propose {proposal}")
+            } else {
+                "no more brokers needed".into()
+            }
+        ));
+    }
+    let text = format!("forecast: {}", notes.join("; "));
+    reasons.push(text.clone());
+    memory.ahead.last = Some(text);
+    best
 }
 
 /// Largest change one action may make from `current`: the larger of the configured limits.

@@ -6,8 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::flap::Turns;
 use super::{Action, elapsed};
-use crate::api::{BrokerStatus, Recommendation};
+use crate::api::{BrokerStatus, FlapStatus, ForecastSeries, ForecastStatus, Recommendation};
 
 /// Upper bound on remembered recommendations, whatever the windows.
 pub const MAX_RECOMMENDATIONS: usize = 512;
@@ -23,6 +24,65 @@ pub struct BrokerMemory {
     pub last_scale_up: Option<Timestamp>,
     /// Last scale-down carried out.
     pub last_scale_down: Option<Timestamp>,
+    /// What the forecast and flap damping remember; empty while `forecast` is off.
+    pub ahead: AheadMemory,
+}
+
+/// Recent samples kept per metric for the trend, at most.
+pub const MAX_FORECAST_SAMPLES: usize = 16;
+
+/// Bounded memory of the forecast and of flap damping.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AheadMemory {
+    /// Recent complete samples per metric name, oldest first.
+    pub samples: Vec<(String, Vec<(Timestamp, f64)>)>,
+    /// Last measured time from a scale-up until its brokers reported, and when it was measured.
+    pub measured_horizon: Option<(Duration, Timestamp)>,
+    /// A carried-out scale-up whose brokers have not all reported: when, and to how many.
+    pub pending_scale_up: Option<(Timestamp, u32)>,
+    /// The scale-up most recently taken into account (measured or pending).
+    pub seen_scale_up: Option<Timestamp>,
+    /// The last forecast, in words.
+    pub last: Option<String>,
+    /// Direction changes of the recommendation.
+    pub turns: Turns,
+    /// Whether scale-downs wait for the highest recommendation of the flap window.
+    pub holding: bool,
+    /// Why capacity is held, in words.
+    pub flap_message: Option<String>,
+}
+
+impl AheadMemory {
+    /// Appends a sample of `metric`, keeping at most [`MAX_FORECAST_SAMPLES`].
+    pub fn push_sample(&mut self, metric: &str, at: Timestamp, value: f64) {
+        let i = match self.samples.iter().position(|(m, _)| m == metric) {
+            Some(i) => i,
+            None => {
+                self.samples.push((metric.to_string(), Vec::new()));
+                self.samples.len() - 1
+            }
+        };
+        let series = &mut self.samples[i].1;
+        if series.last().is_some_and(|(t, _)| *t >= at) {
+            return;
+        }
+        series.push((at, value));
+        let excess = series.len().saturating_sub(MAX_FORECAST_SAMPLES);
+        series.drain(..excess);
+    }
+
+    /// Recent samples of `metric`, oldest first.
+    pub fn series(&self, metric: &str) -> &[(Timestamp, f64)] {
+        self.samples
+            .iter()
+            .find(|(m, _)| m == metric)
+            .map_or(&[], |(_, s)| s.as_slice())
+    }
+
+    /// Forgets the samples of `metric` (a gap, or data that cannot be trusted).
+    pub fn clear_samples(&mut self, metric: &str) {
+        self.samples.retain(|(m, _)| m != metric);
+    }
 }
 
 impl BrokerMemory {
@@ -91,6 +151,7 @@ impl BrokerMemory {
             recommendations,
             last_scale_up: status.last_scale_up_time.as_ref().map(|t| late(t.0)),
             last_scale_down: status.last_scale_down_time.as_ref().map(|t| late(t.0)),
+            ahead: ahead_from_status(status),
         }
     }
 
@@ -106,7 +167,97 @@ impl BrokerMemory {
             .collect();
         status.last_scale_up_time = self.last_scale_up.map(Time);
         status.last_scale_down_time = self.last_scale_down.map(Time);
+        ahead_to_status(&self.ahead, status);
     }
+}
+
+/// Reads the forecast and flap memory back; sample times stay exact (they are the samples' own).
+fn ahead_from_status(status: &BrokerStatus) -> AheadMemory {
+    let mut ahead = AheadMemory::default();
+    if let Some(f) = &status.forecast {
+        ahead.samples = f
+            .samples
+            .iter()
+            .map(|s| {
+                let points = s.times.iter().zip(&s.values).map(|(t, v)| (t.0, *v));
+                let mut points: Vec<_> = points.filter(|(_, v)| v.is_finite()).collect();
+                points.sort_by_key(|(t, _)| *t);
+                let excess = points.len().saturating_sub(MAX_FORECAST_SAMPLES);
+                points.drain(..excess);
+                (s.metric.clone(), points)
+            })
+            .collect();
+        ahead.measured_horizon = f
+            .measured_horizon_seconds
+            .filter(|s| *s >= 0)
+            .zip(f.measured_at.as_ref())
+            .map(|(s, t)| (Duration::from_secs(s as u64), t.0));
+        ahead.pending_scale_up = f
+            .pending_scale_up
+            .as_ref()
+            .filter(|r| r.replicas >= 0)
+            .map(|r| (r.time.0, r.replicas as u32));
+        // Read late, like the scale-up times it is compared with.
+        ahead.seen_scale_up = f.seen_scale_up.as_ref().map(|t| {
+            t.0.checked_add(jiff::SignedDuration::from_millis(999))
+                .unwrap_or(t.0)
+        });
+        ahead.last = f.last.clone();
+    }
+    if let Some(fl) = &status.flapping {
+        let mut times: Vec<Timestamp> = fl.turns.iter().map(|t| t.0).collect();
+        times.sort();
+        let excess = times.len().saturating_sub(super::flap::MAX_TURNS);
+        times.drain(..excess);
+        ahead.turns = Turns {
+            times,
+            last_direction: fl
+                .last_direction
+                .map(|d| d.signum() as i8)
+                .filter(|d| *d != 0),
+            extreme: fl.extreme.filter(|e| *e >= 0).map(|e| e as u32),
+        };
+        ahead.holding = fl.holding;
+        ahead.flap_message = fl.message.clone();
+    }
+    ahead
+}
+
+/// Writes the forecast and flap memory; nothing when there is nothing to remember.
+fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
+    let forecast_used = !ahead.samples.is_empty()
+        || ahead.measured_horizon.is_some()
+        || ahead.pending_scale_up.is_some()
+        || ahead.seen_scale_up.is_some()
+        || ahead.last.is_some();
+    status.forecast = forecast_used.then(|| ForecastStatus {
+        measured_horizon_seconds: ahead.measured_horizon.map(|(d, _)| d.as_secs() as i64),
+        measured_at: ahead.measured_horizon.map(|(_, t)| Time(t)),
+        pending_scale_up: ahead.pending_scale_up.map(|(t, r)| Recommendation {
+            time: Time(t),
+            replicas: r as i32,
+        }),
+        seen_scale_up: ahead.seen_scale_up.map(Time),
+        samples: ahead
+            .samples
+            .iter()
+            .map(|(m, s)| ForecastSeries {
+                metric: m.clone(),
+                times: s.iter().map(|(t, _)| Time(*t)).collect(),
+                values: s.iter().map(|(_, v)| *v).collect(),
+            })
+            .collect(),
+        last: ahead.last.clone(),
+    });
+    let flap_used = ahead.turns.last_direction.is_some() || ahead.holding;
+    status.flapping = flap_used.then(|| FlapStatus {
+        holding: ahead.holding,
+        turns_last_hour: ahead.turns.times.len() as i32,
+        turns: ahead.turns.times.iter().map(|t| Time(*t)).collect(),
+        last_direction: ahead.turns.last_direction.map(i32::from),
+        extreme: ahead.turns.extreme.map(|e| e as i32),
+        message: ahead.flap_message.clone(),
+    });
 }
 
 #[cfg(test)]
@@ -154,6 +305,40 @@ mod tests {
         m.record(at(0), 3, Duration::from_secs(60));
         m.record(at(100), 4, Duration::from_secs(60));
         assert_eq!(m.recommendations, vec![(at(100), 4)]);
+    }
+
+    #[test]
+    fn the_horizon_is_measured_across_status_round_trips() {
+        use crate::decide::{Sample, horizon};
+        let through_status = |m: &BrokerMemory| {
+            let mut status = BrokerStatus::default();
+            m.write_status(&mut status);
+            BrokerMemory::from_status(&status)
+        };
+        let reporting = |n: u32, t: i64| {
+            vec![Some(Sample {
+                value: 1.0,
+                observed_at: at(t),
+                reporting: Some(n),
+            })]
+        };
+        // A scale-up to 6 is carried out at 0; the controller reads its memory back from the
+        // status before every evaluation.
+        let mut m = BrokerMemory::default();
+        m.note_action(Action::ScaleUp, at(0));
+        let mut m = through_status(&m);
+        for (t, n) in [(15, 4), (30, 5), (45, 6)] {
+            let last = m.last_scale_up;
+            horizon::observe(&mut m.ahead, last, 6, &reporting(n, t), at(t));
+            m = through_status(&m);
+        }
+        let (h, _) = m.ahead.measured_horizon.expect("measured");
+        // Status times are whole seconds read as late as they may be: 45 s less up to 999 ms.
+        assert_eq!(h.as_secs(), 44);
+        // And the same scale-up is not measured again after another round trip.
+        let last = m.last_scale_up;
+        horizon::observe(&mut m.ahead, last, 6, &reporting(6, 300), at(300));
+        assert_eq!(m.ahead.measured_horizon.map(|(h, _)| h.as_secs()), Some(44));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 
 mod bookies;
 mod brokers;
+pub mod flap;
+pub mod forecast;
+pub mod horizon;
 mod memory;
 pub mod units;
 
@@ -15,8 +18,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 pub use bookies::{ClaimOutcome, ClaimState, VolumeState, decide_claim};
-pub use brokers::{Availability, BrokerOutcome, MetricEvaluation, decide_brokers};
-pub use memory::BrokerMemory;
+pub use brokers::{
+    Ahead, Availability, BrokerInputs, BrokerOutcome, MetricEvaluation, decide_brokers,
+    decide_brokers_with,
+};
+pub use memory::{AheadMemory, BrokerMemory};
 
 /// One observed value with the time it was measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -10,6 +10,7 @@ pub mod model;
 pub mod page;
 pub mod profile;
 pub mod server;
+pub mod topic_detail;
 
 pub use model::{Cluster, Config, Truth};
 pub use profile::{Load, Profile};

@@ -47,8 +47,11 @@ pub struct Config {
     pub journal_initial_percent: f64,
     /// Share of written bytes that stays on the ledger disks (retention, compaction), 0..=1.
     pub disk_write_ratio: f64,
-    /// Topic-level series per broker page (five series per topic), for page size.
+    /// Topics per broker page, for page size.
     pub topics: u32,
+    /// Whether each topic carries every topic-level series a real broker publishes for a topic
+    /// with one producer and one subscription (95, a real page's weight) instead of five.
+    pub topic_detail: bool,
     /// Node name the bookie pods run on (kubelet summary).
     pub node: String,
 }
@@ -73,6 +76,7 @@ impl Default for Config {
             journal_initial_percent: 5.0,
             disk_write_ratio: 0.001,
             topics: 4,
+            topic_detail: false,
             node: "node-a".into(),
         }
     }
@@ -230,14 +234,9 @@ impl Cluster {
         let n = brokers.len().max(1) as f64;
         let sum = |f: fn(&BrokerValues) -> f64| brokers.iter().map(|(_, v)| f(v)).sum::<f64>();
         let mut ledger_usage = BTreeMap::new();
-        let mut journal_usage = BTreeMap::new();
         for i in 0..self.config.bookies {
-            let (ledgers, journal) = self.bookie_claims(i);
-            if let Some(c) = ledgers {
+            if let (Some(c), _) = self.bookie_claims(i) {
                 ledger_usage.insert(self.bookie_pod(i), c.used_percent());
-            }
-            if let Some(c) = journal {
-                journal_usage.insert(self.bookie_pod(i), c.used_percent());
             }
         }
         Truth {
@@ -250,7 +249,6 @@ impl Cluster {
             direct_memory: sum(|v| 100.0 * v.direct_used / DIRECT_MAX) / n,
             per_broker: brokers.into_iter().collect(),
             ledger_usage,
-            journal_usage,
             claim_usage: self
                 .claims
                 .iter()
@@ -282,8 +280,6 @@ pub struct Truth {
     pub per_broker: BTreeMap<String, BrokerValues>,
     /// Ledger directory usage percent per bookie pod.
     pub ledger_usage: BTreeMap<String, f64>,
-    /// Journal directory usage percent per bookie pod.
-    pub journal_usage: BTreeMap<String, f64>,
     /// Used percent per claim.
     pub claim_usage: BTreeMap<String, f64>,
 }

@@ -218,20 +218,24 @@ pub async fn start(config: Config, ip: IpAddr, control_port: u16) -> std::io::Re
     Ok(running)
 }
 
-const TEXT: [(&str, &str); 1] = [("content-type", "text/plain; version=0.0.4")];
+/// The content type real brokers and bookies give their pages.
+const TEXT: [(&str, &str); 1] = [("content-type", "text/plain; version=0.0.4; charset=utf-8")];
 
 async fn broker_metrics(State((app, i)): State<(App, u32)>) -> Response {
     let (c, t) = app.now();
     match c.broker(i, t) {
-        Some(v) => (TEXT, page::broker(&v, c.config.topics, 100.0 + t)).into_response(),
+        Some(v) => {
+            let text = page::broker_page(&v, c.config.topics, 100.0 + t, c.config.topic_detail);
+            (TEXT, text).into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "pod not running\n").into_response(),
     }
 }
 
 async fn bookie_metrics(State((app, i)): State<(App, u32)>) -> Response {
     let (c, _) = app.now();
-    let (ledgers, journal) = c.bookie_claims(i);
-    (TEXT, page::bookie(ledgers, journal)).into_response()
+    let (ledgers, _) = c.bookie_claims(i);
+    (TEXT, page::bookie(ledgers)).into_response()
 }
 
 async fn kubelet_metrics(State(app): State<App>) -> Response {

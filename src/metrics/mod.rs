@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod direct;
 pub mod error;
 pub mod exposition;
+pub mod history;
 pub mod http;
 pub mod kubelet;
 pub mod preset;

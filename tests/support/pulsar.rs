@@ -142,7 +142,7 @@ pub async fn install_with(server: Builder, rbac: &str) -> (ApiServer, Client, Pa
     .expect("CRD");
     apply_crd(&admin, &crd).await;
     ensure_namespace(&admin, CONTROLLER_NS).await;
-    // A namespaced install's Roles live in the Pulsar namespace.
+    // A namespaced install binds Roles in the Pulsar namespace.
     ensure_namespace(&admin, NS).await;
     apply_yaml(&admin, rbac).await;
     let token = api
@@ -164,7 +164,6 @@ impl Pulsar {
     /// bind the controller's ServiceAccount.
     pub async fn start_with(shape: Shape, server: Builder, rbac: &str) -> Pulsar {
         let (api, admin, controller_kubeconfig) = install_with(server, rbac).await;
-        ensure_namespace(&admin, NS).await;
 
         let classes: Api<StorageClass> = Api::all(admin.clone());
         for (name, expand) in [("expandable", true), ("fixed", false)] {

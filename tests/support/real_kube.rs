@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::apiserver::{ApiServer, ensure_namespace};
+use super::apiserver::ApiServer;
 use super::pulsar::{NS, create, install, statefulset};
 use super::real_pulsar::{BrokerSettings, Cluster};
 
@@ -74,7 +74,6 @@ impl RealPulsarOnKube {
         settings: BrokerSettings,
     ) -> RealPulsarOnKube {
         let (api, admin, controller_kubeconfig) = install().await;
-        ensure_namespace(&admin, NS).await;
         let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NS);
         create(
             &accounts,

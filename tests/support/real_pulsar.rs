@@ -31,6 +31,12 @@ pub const CLUSTER: &str = "test";
 
 const SETUP: &str = "scripts/setup.d/40-pulsar.sh";
 
+/// A test bookie shares the machine's disk, which may well be past BookKeeper's 90/95 % marks
+/// by its own measure (reserved blocks count as used); it must keep accepting writes anyway.
+/// Tests read the usage gauge, which these marks do not change.
+const BOOKIE_DISK_MARKS: &str =
+    "diskUsageThreshold=0.999\ndiskUsageWarnThreshold=0.998\ndiskUsageLwmThreshold=0.998";
+
 /// A location the setup step wrote to `target/test-env` (or the environment overrides).
 fn setup_path(var: &str, what: &str) -> PathBuf {
     let path = std::env::var_os(var)
@@ -280,6 +286,8 @@ impl BrokerSettings {
             format!("statsUpdateFrequencyInSecs={}", self.stats_period_secs),
             format!("statsUpdateInitialDelayInSecs={}", self.stats_period_secs),
         ];
+        // The standalone's bookie reads this file too.
+        lines.push(BOOKIE_DISK_MARKS.into());
         lines.extend(self.extra.iter().map(|(k, v)| format!("{k}={v}")));
         lines.join("\n") + "\n"
     }
@@ -500,7 +508,7 @@ impl Cluster {
                  journalDirectories={}\nledgerDirectories={}\n\
                  statsProviderClass=org.apache.bookkeeper.stats.prometheus.PrometheusMetricsProvider\n\
                  prometheusStatsHttpAddress={ip}\nprometheusStatsHttpPort={BOOKIE_STATS_PORT}\n\
-                 httpServerEnabled=false\njournalSyncData=false\n",
+                 httpServerEnabled=false\njournalSyncData=false\n{BOOKIE_DISK_MARKS}\n",
                 self.zk_port,
                 journal.display(),
                 ledgers.display()

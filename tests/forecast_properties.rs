@@ -1,0 +1,516 @@
+//! Rules of the forecast and of flap damping under generated load: a forecast only ever adds
+//! brokers ahead of load (never a scale-down, never fewer than without it), never acts on
+//! missing or partial data, and stays within minReplicas/maxReplicas and maxStep.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+use pulsar_autoscaler::api::MetricType;
+use pulsar_autoscaler::decide::forecast::{NoHistory, SeriesHistory};
+use pulsar_autoscaler::decide::{
+    Action, Ahead, BrokerInputs, BrokerMemory, BrokerOutcome, Flags, Sample, decide_brokers,
+    decide_brokers_with,
+};
+use pulsar_autoscaler::policy::{BrokerPolicy, Direction, ForecastPolicy, MetricPolicy};
+
+const STALE: Duration = Duration::from_secs(120);
+const STEP: i64 = 15;
+
+fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn direction() -> impl Strategy<Value = Direction> {
+    (
+        0u64..900,
+        0u64..300,
+        proptest::option::of(1u32..6),
+        proptest::option::of(1u32..=100),
+    )
+        .prop_map(|(window, cooldown, max_replicas, max_percent)| Direction {
+            window: Duration::from_secs(window),
+            cooldown: Duration::from_secs(cooldown),
+            max_replicas,
+            max_percent,
+        })
+}
+
+fn broker_policy() -> impl Strategy<Value = BrokerPolicy> {
+    (1u32..8, 0u32..24, 0.0f64..0.3, direction(), direction()).prop_map(
+        |(min, span, tolerance, up, down)| BrokerPolicy {
+            stateful_set: "broker".into(),
+            min_replicas: min,
+            max_replicas: min + span,
+            tolerance,
+            metrics: vec![
+                MetricPolicy {
+                    name: "throughput".into(),
+                    kind: MetricType::Throughput,
+                    target: 100.0,
+                    query: None,
+                },
+                MetricPolicy {
+                    name: "heap".into(),
+                    kind: MetricType::HeapMemory,
+                    target: 75.0,
+                    query: None,
+                },
+            ],
+            scale_up: up,
+            scale_down: down,
+        },
+    )
+}
+
+fn forecast_policy() -> impl Strategy<Value = ForecastPolicy> {
+    (proptest::option::of(0u64..900), 2u32..8).prop_map(|(horizon, turns)| ForecastPolicy {
+        horizon: horizon.map(Duration::from_secs),
+        flap_turns_per_hour: turns,
+        interval: Duration::from_secs(STEP as u64),
+    })
+}
+
+/// One evaluation's throughput: a value, or missing / broken / partial.
+#[derive(Debug, Clone, Copy)]
+enum Reading {
+    Value(f64),
+    Missing,
+    NaN,
+    Partial(f64),
+}
+
+fn reading() -> impl Strategy<Value = Reading> {
+    prop_oneof![
+        8 => (0.0f64..4000.0).prop_map(Reading::Value),
+        1 => Just(Reading::Missing),
+        1 => Just(Reading::NaN),
+        1 => (0.0f64..4000.0).prop_map(Reading::Partial),
+    ]
+}
+
+/// Load that ramps, swings and jumps, with some readings spoiled.
+fn readings() -> impl Strategy<Value = Vec<Reading>> {
+    (
+        0.0f64..2000.0,
+        -40.0f64..40.0,
+        0.0f64..600.0,
+        2.0f64..40.0,
+        proptest::collection::vec(reading(), 10..60),
+    )
+        .prop_map(|(base, slope, amplitude, period, noise)| {
+            noise
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let x = i as f64;
+                    let shape = (base + slope * x + amplitude * (x / period).sin()).max(0.0);
+                    match r {
+                        Reading::Value(v) => Reading::Value(shape + v * 0.05),
+                        Reading::Partial(_) => Reading::Partial(shape),
+                        other => other,
+                    }
+                })
+                .collect()
+        })
+}
+
+fn samples(r: Reading, current: u32, now: i64) -> Vec<Option<Sample>> {
+    let heap = |reporting| Sample {
+        value: 40.0,
+        observed_at: at(now),
+        reporting,
+    };
+    let (throughput, reporting) = match r {
+        Reading::Value(v) => (Some(v), Some(current)),
+        Reading::Missing => (None, Some(current)),
+        Reading::NaN => (Some(f64::NAN), Some(current)),
+        Reading::Partial(v) => (Some(v), Some(current.saturating_sub(1))),
+    };
+    vec![
+        throughput.map(|value| Sample {
+            value,
+            observed_at: at(now),
+            reporting,
+        }),
+        Some(heap(reporting)),
+    ]
+}
+
+/// Largest step the policy allows from `current` (the larger of its limits, at least 1).
+fn allowed(d: &Direction, current: u32, up: bool) -> u64 {
+    let pct = d.max_percent.map(|p| {
+        let v = f64::from(current) * f64::from(p) / 100.0;
+        if up {
+            v.ceil() as u64
+        } else {
+            v.floor() as u64
+        }
+    });
+    match (d.max_replicas, pct) {
+        (None, None) => u64::MAX,
+        (a, b) => u64::from(a.unwrap_or(0)).max(b.unwrap_or(0)).max(1),
+    }
+}
+
+/// Walks `readings` with the forecast on, checking each decision against the same evaluation
+/// without the forecast; carries out what the forecast engine decides.
+fn walk(
+    p: &BrokerPolicy,
+    f: ForecastPolicy,
+    start: u32,
+    readings: &[Reading],
+    mut check: impl FnMut(u32, Reading, &BrokerOutcome, &BrokerOutcome) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let mut memory = BrokerMemory::default();
+    let mut current = start;
+    for (i, r) in readings.iter().enumerate() {
+        let now = i as i64 * STEP;
+        let s = samples(*r, current, now);
+        let inputs = BrokerInputs {
+            policy: p,
+            flags: Flags::default(),
+            max_staleness: STALE,
+            current,
+            samples: &s,
+            memory: &memory,
+            now: at(now),
+        };
+        let ahead = Ahead {
+            policy: f,
+            history: &NoHistory,
+            unmeasured_horizon: Duration::from_secs(60),
+        };
+        let with = decide_brokers_with(&inputs, Some(&ahead));
+        let without = decide_brokers_with(&inputs, None);
+        check(current, *r, &with, &without)?;
+        memory = with.memory.clone();
+        if with.decision.is_change() {
+            memory.note_action(with.decision.action, at(now));
+            current = with.decision.to as u32;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The forecast raises a recommendation or leaves it: never a scale-down the load seen now
+    /// does not ask for, never fewer brokers than without the forecast.
+    #[test]
+    fn a_forecast_never_scales_down_on_its_own(
+        p in broker_policy(), f in forecast_policy(), start in 1u32..30, rs in readings(),
+    ) {
+        walk(&p, f, start, &rs, |current, _, with, without| {
+            prop_assert!(with.decision.to >= without.decision.to,
+                "with {} < without {}: {}", with.decision.to, without.decision.to, with.decision.reason());
+            if with.decision.action == Action::ScaleDown {
+                prop_assert_eq!(without.decision.action, Action::ScaleDown);
+                prop_assert!(!with.forecast_driven);
+            }
+            if with.forecast_driven {
+                prop_assert_eq!(with.decision.action, Action::ScaleUp);
+                prop_assert!(with.decision.to > u64::from(current));
+                prop_assert!(with.decision.reason().contains("forecast: throughput: "),
+                    "{}", with.decision.reason());
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Missing, broken or partial data: the forecast adds nothing, so the decision is the one
+    /// without it.
+    #[test]
+    fn a_forecast_never_acts_on_missing_or_partial_data(
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+    ) {
+        let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
+        walk(&p, f, start, &rs, |_, r, with, without| {
+            if !matches!(r, Reading::Value(_)) {
+                prop_assert!(!with.forecast_driven);
+                prop_assert_eq!(with.decision.to, without.decision.to, "{}", with.decision.reason());
+                prop_assert_ne!(with.decision.action, Action::ScaleDown);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Within [minReplicas, maxReplicas] and maxStep, forecast or not.
+    #[test]
+    fn a_forecast_stays_within_bounds_and_steps(
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+    ) {
+        let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
+        walk(&p, f, start, &rs, |current, _, with, _| {
+            let d = &with.decision;
+            prop_assert!((u64::from(p.min_replicas)..=u64::from(p.max_replicas)).contains(&d.to));
+            match d.action {
+                Action::ScaleUp => prop_assert!(d.to - u64::from(current) <= allowed(&p.scale_up, current, true)),
+                Action::ScaleDown => prop_assert!(u64::from(current) - d.to <= allowed(&p.scale_down, current, false)),
+                _ => prop_assert_eq!(d.to, u64::from(current)),
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Without the forecast the engine is exactly `decide_brokers`.
+    #[test]
+    fn without_a_forecast_nothing_changes(
+        p in broker_policy(), start in 1u32..30, rs in readings(),
+    ) {
+        let mut memory = BrokerMemory::default();
+        let mut current = start;
+        for (i, r) in rs.iter().enumerate() {
+            let now = i as i64 * STEP;
+            let s = samples(*r, current, now);
+            let inputs = BrokerInputs {
+                policy: &p, flags: Flags::default(), max_staleness: STALE, current,
+                samples: &s, memory: &memory, now: at(now),
+            };
+            let with = decide_brokers_with(&inputs, None);
+            let plain = decide_brokers(&p, Flags::default(), STALE, current, &s, &memory, at(now));
+            prop_assert_eq!(&with, &plain);
+            prop_assert_eq!(&with.memory.ahead, &Default::default());
+            memory = with.memory;
+            if with.decision.is_change() {
+                memory.note_action(with.decision.action, at(now));
+                current = with.decision.to as u32;
+            }
+        }
+    }
+}
+
+fn throughput_policy() -> BrokerPolicy {
+    BrokerPolicy {
+        stateful_set: "broker".into(),
+        min_replicas: 2,
+        max_replicas: 40,
+        tolerance: 0.1,
+        metrics: vec![MetricPolicy {
+            name: "throughput".into(),
+            kind: MetricType::Throughput,
+            target: 100.0,
+            query: None,
+        }],
+        scale_up: Direction {
+            window: Duration::ZERO,
+            cooldown: Duration::from_secs(60),
+            max_replicas: Some(4),
+            max_percent: Some(100),
+        },
+        scale_down: Direction {
+            window: Duration::from_secs(300),
+            cooldown: Duration::from_secs(120),
+            max_replicas: Some(2),
+            max_percent: None,
+        },
+    }
+}
+
+fn auto() -> ForecastPolicy {
+    ForecastPolicy {
+        horizon: None,
+        flap_turns_per_hour: 4,
+        interval: Duration::from_secs(15),
+    }
+}
+
+/// Runs throughput `values` (one per 15 s) on a fixed replica count with the forecast; returns
+/// the outcomes.
+fn run_fixed(
+    values: &[f64],
+    current: u32,
+    history: &SeriesHistory,
+    start: i64,
+) -> Vec<BrokerOutcome> {
+    let p = throughput_policy();
+    let mut memory = BrokerMemory::default();
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let now = start + i as i64 * STEP;
+        let s = vec![Some(Sample {
+            value: *v,
+            observed_at: at(now),
+            reporting: Some(current),
+        })];
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: STALE,
+            current,
+            samples: &s,
+            memory: &memory,
+            now: at(now),
+        };
+        let ahead = Ahead {
+            policy: auto(),
+            history,
+            unmeasured_horizon: Duration::from_secs(60),
+        };
+        let o = decide_brokers_with(&inputs, Some(&ahead));
+        memory = o.memory.clone();
+        out.push(o);
+    }
+    out
+}
+
+#[test]
+fn a_steady_ramp_is_met_before_it_crosses_the_tolerance() {
+    // 10 brokers at 100 each; load rising 20 per 15 s from 800: it crosses 1100 (target +
+    // tolerance) at the 16th sample. The forecast looks 1m 15s (5 samples) ahead.
+    let values: Vec<f64> = (0..16).map(|i| 800.0 + 20.0 * f64::from(i)).collect();
+    let out = run_fixed(&values, 10, &SeriesHistory::default(), 0);
+    let first = out
+        .iter()
+        .position(|o| o.decision.action == Action::ScaleUp)
+        .unwrap();
+    assert!(out[first].forecast_driven);
+    // 800 + 20·i + 100 (five samples ahead) > 1100 from i = 10 on; the plain engine waits for i = 16.
+    assert!(first <= 11, "first scale-up at sample {first}");
+    let reason = out[first].decision.reason();
+    assert!(
+        reason.contains("expected in 1m 15s (horizon 1m (not measured yet))"),
+        "{reason}"
+    );
+    assert!(reason.contains("trend +80 B/s per min"), "{reason}");
+}
+
+#[test]
+fn falling_or_flat_load_gives_no_forecast_scale_up() {
+    let falling: Vec<f64> = (0..20).map(|i| 1050.0 - 10.0 * f64::from(i)).collect();
+    let flat = vec![1000.0; 20];
+    for values in [falling, flat] {
+        let out = run_fixed(&values, 10, &SeriesHistory::default(), 0);
+        assert!(out.iter().all(|o| o.decision.action != Action::ScaleUp));
+    }
+}
+
+#[test]
+fn yesterdays_rise_is_expected_today() {
+    // Flat now; a day ago the load doubled over the next hour. With a fixed 1h horizon the
+    // daily pattern asks for twice the brokers before anything rises (maxStep allows +100 %).
+    let day = 86_400;
+    let now = 2 * day;
+    let series: Vec<(Timestamp, f64)> = (-40..=300)
+        .map(|i| {
+            let t = day + i * STEP;
+            (at(t), if t < day + 1800 { 1000.0 } else { 2000.0 })
+        })
+        .collect();
+    let history = SeriesHistory {
+        series: vec![series],
+    };
+    let p = throughput_policy();
+    let mut memory = BrokerMemory::default();
+    let mut last = None;
+    for i in 0..6 {
+        let t = now - 75 + i * STEP;
+        let s = vec![Some(Sample {
+            value: 1000.0,
+            observed_at: at(t),
+            reporting: Some(10),
+        })];
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: STALE,
+            current: 10,
+            samples: &s,
+            memory: &memory,
+            now: at(t),
+        };
+        let f = ForecastPolicy {
+            horizon: Some(Duration::from_secs(3600)),
+            ..auto()
+        };
+        let ahead = Ahead {
+            policy: f,
+            history: &history,
+            unmeasured_horizon: Duration::from_secs(60),
+        };
+        let o = decide_brokers_with(&inputs, Some(&ahead));
+        memory = o.memory.clone();
+        last = Some(o);
+    }
+    let o = last.unwrap();
+    assert_eq!(
+        o.decision.action,
+        Action::ScaleUp,
+        "{}",
+        o.decision.reason()
+    );
+    assert!(o.forecast_driven);
+    assert_eq!(o.decision.to, 20, "{}", o.decision.reason());
+    assert!(
+        o.decision.reason().contains("daily pattern ×2 from 1 day"),
+        "{}",
+        o.decision.reason()
+    );
+}
+
+#[test]
+fn flapping_load_holds_capacity_and_says_so() {
+    // Load swinging between 500 and 1000 every 4 minutes on a policy whose 5-minute down
+    // window lets it follow: after four turns, scale-downs wait for the hour's highest.
+    let p = throughput_policy();
+    let mut memory = BrokerMemory::default();
+    let mut current = 6u32;
+    let mut downs_after_hold = 0;
+    let mut held = false;
+    for i in 0..240 {
+        let now = i * STEP;
+        let v = if (now / 240) % 2 == 0 { 1000.0 } else { 500.0 };
+        let s = vec![Some(Sample {
+            value: v,
+            observed_at: at(now),
+            reporting: Some(current),
+        })];
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: STALE,
+            current,
+            samples: &s,
+            memory: &memory,
+            now: at(now),
+        };
+        let ahead = Ahead {
+            policy: auto(),
+            history: &NoHistory,
+            unmeasured_horizon: Duration::from_secs(60),
+        };
+        let o = decide_brokers_with(&inputs, Some(&ahead));
+        if o.holding {
+            held = true;
+            assert!(
+                o.memory
+                    .ahead
+                    .flap_message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("load is flapping")),
+                "{:?}",
+                o.memory.ahead
+            );
+        }
+        if held && o.decision.action == Action::ScaleDown {
+            downs_after_hold += 1;
+        }
+        memory = o.memory.clone();
+        if o.decision.is_change() {
+            memory.note_action(o.decision.action, at(now));
+            current = o.decision.to as u32;
+        }
+    }
+    assert!(held, "never noticed the flapping");
+    assert_eq!(downs_after_hold, 0);
+    // The status carries it.
+    let mut status = pulsar_autoscaler::api::BrokerStatus::default();
+    memory.write_status(&mut status);
+    let flapping = status.flapping.clone().unwrap();
+    assert!(flapping.holding);
+    assert!(flapping.turns_last_hour >= 4, "{flapping:?}");
+    let back = BrokerMemory::from_status(&status);
+    assert_eq!(back.ahead.turns.times, memory.ahead.turns.times);
+    assert!(back.ahead.holding);
+}
