@@ -1,6 +1,7 @@
 //! pulsar-autoscaler: scales Apache Pulsar brokers and grows bookie volumes from declared policies.
 
 pub mod actuate;
+pub mod admin;
 pub mod api;
 pub mod backtest;
 pub mod controller;

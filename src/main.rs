@@ -84,6 +84,10 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long)]
     namespace: Option<String>,
+    /// Evaluate only the ScalingPolicies matching this label selector (one shard of a fleet,
+    /// e.g. `pulsar-autoscaler.dev/shard=a`; give each shard its own `--lease-name`).
+    #[arg(long)]
+    policy_selector: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -227,6 +231,7 @@ fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = controller::Settings {
         kubeconfig: args.kubeconfig,
         namespace: args.namespace,
+        policy_selector: args.policy_selector,
         metrics_addr: args.metrics_addr,
         leader_election: args.leader_election,
         lease_name: args.lease_name,

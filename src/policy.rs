@@ -186,6 +186,16 @@ fn crd_schema() -> &'static Value {
     })
 }
 
+/// Runs the CRD's CEL rules, compiled once per process (compiling them dominates a check).
+fn cel_check(object: &Value) -> Result<(), kube::core::cel::ValidationErrors> {
+    static COMPILED: OnceLock<kube::core::cel::CompiledSchema> = OnceLock::new();
+    thread_local! {
+        static VALIDATOR: kube::core::cel::Validator = kube::core::cel::Validator::new();
+    }
+    let compiled = COMPILED.get_or_init(|| kube::core::cel::compile_schema(crd_schema()));
+    VALIDATOR.with(|v| v.validate_compiled(compiled, object, None))
+}
+
 /// Checks one object as the API server and the controller would: shape, CEL rules, Rust rules.
 pub fn check_object(object: &Value) -> Result<(ScalingPolicy, Policy), Vec<Problem>> {
     let mut problems = Vec::new();
@@ -222,8 +232,7 @@ pub fn check_object(object: &Value) -> Result<(ScalingPolicy, Policy), Vec<Probl
     };
     // CEL sees the object with defaults filled in, as the API server's defaulting would.
     let defaulted = serde_json::to_value(&resource).unwrap_or(Value::Null);
-    if let Err(errors) = kube::core::cel::Validator::new().validate(crd_schema(), &defaulted, None)
-    {
+    if let Err(errors) = cel_check(&defaulted) {
         for e in errors.into_vec() {
             problems.push(Problem::new(
                 e.field_path.trim_start_matches('.'),

@@ -1,9 +1,10 @@
 //! The controller's own observability: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`,
 //! and tracing setup.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -122,6 +123,30 @@ pub struct Metrics {
     pub reconcile_duration: Family<ResultLabels, Histogram>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
+    /// Label values each policy's series were created with, so a deleted policy's go too.
+    owned: Mutex<HashMap<(String, String), Owned>>,
+}
+
+/// The per-policy label values a policy has series for.
+#[derive(Default)]
+struct Owned {
+    metrics: BTreeSet<String>,
+    claims: BTreeSet<String>,
+    actions: BTreeSet<String>,
+    errors: BTreeSet<String>,
+}
+
+/// Which per-policy family a label value belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Series {
+    /// A broker metric name (`metric` label).
+    Metric,
+    /// A claim name (`claim` label).
+    Claim,
+    /// A decision action (`action` label).
+    Action,
+    /// A source error kind (`kind` label).
+    Error,
 }
 
 impl Metrics {
@@ -149,6 +174,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
             leader: Gauge::default(),
+            owned: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
         r.register(
@@ -254,11 +280,107 @@ impl Metrics {
 pub const DECISION_RESULTS: [&str; 5] = ["applied", "dry_run", "rate_limited", "unsafe", "failed"];
 
 impl Metrics {
+    /// Notes that a policy has series with this label value.
+    pub fn track(&self, namespace: &str, policy: &str, series: Series, value: &str) {
+        let Ok(mut owned) = self.owned.lock() else {
+            return;
+        };
+        let o = owned
+            .entry((namespace.to_string(), policy.to_string()))
+            .or_default();
+        let set = match series {
+            Series::Metric => &mut o.metrics,
+            Series::Claim => &mut o.claims,
+            Series::Action => &mut o.actions,
+            Series::Error => &mut o.errors,
+        };
+        if !set.contains(value) {
+            set.insert(value.to_string());
+        }
+    }
+
+    /// Counts a metrics source error of a policy.
+    pub fn count_source_error(&self, namespace: &str, policy: &str, kind: &str) {
+        self.track(namespace, policy, Series::Error, kind);
+        let labels = ErrorLabels {
+            namespace: namespace.into(),
+            policy: policy.into(),
+            kind: kind.into(),
+        };
+        self.source_errors.get_or_create(&labels).inc();
+    }
+
+    /// Removes every series of a deleted policy.
+    pub fn forget_policy(&self, namespace: &str, policy: &str) {
+        let owned = self
+            .owned
+            .lock()
+            .ok()
+            .and_then(|mut o| o.remove(&(namespace.to_string(), policy.to_string())))
+            .unwrap_or_default();
+        let (ns, name) = (namespace.to_string(), policy.to_string());
+        for metric in owned.metrics {
+            let l = MetricLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+                metric,
+            };
+            self.metric_value.remove(&l);
+            self.metric_target.remove(&l);
+            self.metric_proposed_replicas.remove(&l);
+            self.metric_ratio.remove(&l);
+        }
+        let l = PolicyLabels {
+            namespace: ns.clone(),
+            policy: name.clone(),
+        };
+        for family in [
+            &self.current_replicas,
+            &self.desired_replicas,
+            &self.min_replicas,
+            &self.max_replicas,
+            &self.metrics_available,
+            &self.scaling_limited,
+        ] {
+            family.remove(&l);
+        }
+        for claim in owned.claims {
+            let l = ClaimLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+                claim,
+            };
+            self.claim_used_percent.remove(&l);
+            self.claim_capacity_bytes.remove(&l);
+            self.claim_max_size_bytes.remove(&l);
+            self.claim_expand_threshold_percent.remove(&l);
+            self.claim_blocked.remove(&l);
+        }
+        for action in owned.actions {
+            for result in DECISION_RESULTS {
+                self.decisions.remove(&DecisionLabels {
+                    namespace: ns.clone(),
+                    policy: name.clone(),
+                    action: action.clone(),
+                    result: result.into(),
+                });
+            }
+        }
+        for kind in owned.errors {
+            self.source_errors.remove(&ErrorLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+                kind,
+            });
+        }
+    }
+
     /// Creates a policy's decision counters at zero. A counter born at 1 shows no `increase()`,
     /// so without this the first decision of each kind would be missing from the dashboards'
     /// annotations and from the alerts.
     pub fn declare_decisions(&self, namespace: &str, policy: &str, actions: &[&str]) {
         for action in actions {
+            self.track(namespace, policy, Series::Action, action);
             for result in DECISION_RESULTS {
                 let _ = self.decisions.get_or_create(&DecisionLabels {
                     namespace: namespace.into(),
@@ -367,5 +489,55 @@ mod tests {
         assert!(text.lines().any(|l| l.contains("action=\"ScaleUp\"")
             && l.contains("result=\"applied\"")
             && l.ends_with(" 1")));
+    }
+
+    #[test]
+    fn a_forgotten_policy_leaves_no_series() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        for policy in ["gone", "kept"] {
+            m.declare_decisions("pulsar", policy, &["ScaleUp", "Expand"]);
+            m.track("pulsar", policy, Series::Metric, "throughput");
+            let l = MetricLabels {
+                namespace: "pulsar".into(),
+                policy: policy.into(),
+                metric: "throughput".into(),
+            };
+            m.metric_value.get_or_create(&l).set(1.0);
+            m.metric_ratio.get_or_create(&l).set(1.0);
+            let p = PolicyLabels {
+                namespace: "pulsar".into(),
+                policy: policy.into(),
+            };
+            m.current_replicas.get_or_create(&p).set(3);
+            m.track("pulsar", policy, Series::Claim, "ledgers-b-0");
+            m.claim_blocked
+                .get_or_create(&ClaimLabels {
+                    namespace: "pulsar".into(),
+                    policy: policy.into(),
+                    claim: "ledgers-b-0".into(),
+                })
+                .set(0);
+            m.count_source_error("pulsar", policy, "connect");
+        }
+        m.forget_policy("pulsar", "gone");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("policy=\"gone\""), "{text}");
+        for family in [
+            "metric_value",
+            "metric_ratio",
+            "current_replicas",
+            "claim_blocked",
+            "source_errors_total",
+            "decisions_total",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("pulsar_autoscaler_{family}{{"))
+                        && l.contains("policy=\"kept\"")),
+                "{family} of the kept policy is missing:\n{text}"
+            );
+        }
     }
 }

@@ -1,17 +1,21 @@
 //! The controller: watches ScalingPolicies (and the StatefulSets and claims they target),
-//! evaluates each every `spec.interval`, and runs only while it holds the leader Lease.
+//! evaluates each every `spec.interval` and as soon as its source's round finds new values, and
+//! runs only while it holds the leader Lease. `docs/design.md` shows how the parts fit.
 
+pub mod index;
 mod observe;
 mod reconcile;
+pub mod rounds;
 pub mod status;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -19,7 +23,7 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -28,11 +32,15 @@ use tokio::sync::watch;
 pub use observe::{Claim, PORT_ANNOTATION, claim_from, source_key};
 
 use crate::actuate::ActuateError;
-use crate::api::ScalingPolicy;
+use crate::api::{ScalingPolicy, ScalingPolicyStatus};
 use crate::guard::{Guard, Verdict};
-use crate::metrics;
-use crate::policy::{self, Policy, RateLimit};
+use crate::policy::{self, RateLimit};
 use crate::telemetry::{self, Endpoints, Metrics};
+use index::{Index, PolicyKey, Upsert};
+use rounds::Rounds;
+
+/// Reconciles running at once: bounds the requests in flight towards the API server.
+const CONCURRENCY: u16 = 16;
 
 /// Failures of the controller.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +87,8 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     /// Watch one namespace instead of all.
     pub namespace: Option<String>,
+    /// Label selector on ScalingPolicies: this process's shard of the fleet.
+    pub policy_selector: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
     /// Act only while holding the Lease.
@@ -97,6 +107,23 @@ pub struct Settings {
     pub admission: policy::Admission,
 }
 
+/// What the controller remembers of one policy between evaluations.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    /// The object's uid: a policy created again under the same name starts afresh.
+    uid: Option<String>,
+    /// The status as of the last evaluation, written or not.
+    current: ScalingPolicyStatus,
+    /// What the status last written (or found on the object at first sight) showed.
+    written: Option<status::Written>,
+    /// When it was written.
+    written_at: Option<std::time::Instant>,
+    /// A `/scale` change not yet seen by the StatefulSet watch: `(from, to, when)`.
+    pending_scale: Option<(u32, u32, std::time::Instant)>,
+    /// The generation whose series were declared.
+    declared: Option<i64>,
+}
+
 /// Shared state of every reconcile.
 pub struct Context {
     /// API client.
@@ -106,8 +133,15 @@ pub struct Context {
     /// Exported series.
     pub metrics: Arc<Metrics>,
     guard: Mutex<Guard>,
-    sampler: observe::Sampler,
-    store: Store<ScalingPolicy>,
+    index: Arc<RwLock<Index>>,
+    rounds: Arc<Rounds>,
+    statefulsets: Store<StatefulSet>,
+    claims: Store<PersistentVolumeClaim>,
+    classes: observe::ClassCache,
+    states: Mutex<HashMap<PolicyKey, PolicyState>>,
+    /// Keys seen during a relist, to drop the policies deleted while the watch was down.
+    relist: Mutex<Option<HashSet<PolicyKey>>>,
+    /// What the operator lets policies do (allowed sources, insecure TLS).
     admission: policy::Admission,
 }
 
@@ -129,21 +163,113 @@ impl Context {
         }
     }
 
-    /// Valid policies that share this policy's metrics source.
-    fn group_of(&self, namespace: &str, policy: &Policy) -> Vec<(Arc<ScalingPolicy>, Policy)> {
-        let key = source_key(namespace, &policy.source);
-        self.store
-            .state()
-            .into_iter()
-            .filter_map(|sp| {
-                let value = serde_json::to_value(&*sp).ok()?;
-                let (_, p) = policy::check_object(&value).ok()?;
-                let ns = sp.namespace()?;
-                // A policy the operator refuses never joins a round, even on a shared source.
-                let admitted = self.admission.check(&p.source).is_ok();
-                (admitted && !p.suspend && source_key(&ns, &p.source) == key).then_some((sp, p))
-            })
-            .collect()
+    /// The checked settings of a policy for its current generation (checked now if the watch
+    /// has not delivered it to the index yet).
+    fn checked(&self, sp: &ScalingPolicy) -> Option<Arc<index::Checked>> {
+        let key = PolicyKey::of(sp);
+        let known = self.index.read().ok()?.get(&key);
+        match known {
+            Some(c) if c.generation == sp.metadata.generation && c.uid == sp.metadata.uid => {
+                Some(c)
+            }
+            _ => {
+                self.admit_policy(sp);
+                self.index.read().ok()?.get(&key)
+            }
+        }
+    }
+
+    /// Indexes a policy as the watch delivered it and starts its source's round if needed.
+    fn admit_policy(&self, sp: &ScalingPolicy) {
+        let upsert = match self.index.write() {
+            Ok(mut i) => i.upsert(sp),
+            Err(_) => return,
+        };
+        if let Upsert::Checked {
+            joined: Some(source),
+        } = upsert
+        {
+            self.rounds.joined(&source);
+        }
+    }
+
+    /// Everything the controller holds for a deleted policy goes: index entry, memory,
+    /// readings, rate-limiter bucket, exported series.
+    fn forget(&self, key: &PolicyKey) {
+        if let Ok(mut i) = self.index.write() {
+            i.remove(key);
+        }
+        if let Ok(mut s) = self.states.lock() {
+            s.remove(key);
+        }
+        self.rounds.forget(key);
+        if let Ok(mut g) = self.guard.lock() {
+            g.forget(&key.to_string());
+        }
+        self.metrics.forget_policy(&key.namespace, &key.name);
+    }
+
+    /// Seeds a policy's memory from its status the first time this process sees it (the store
+    /// keeps no status: the in-process copy is newer).
+    fn seed_state(&self, sp: &ScalingPolicy) {
+        let Ok(mut states) = self.states.lock() else {
+            return;
+        };
+        let key = PolicyKey::of(sp);
+        if states.get(&key).is_some_and(|s| s.uid == sp.metadata.uid) {
+            return;
+        }
+        states.insert(
+            key,
+            PolicyState {
+                uid: sp.metadata.uid.clone(),
+                current: status::seed(sp.status.as_ref(), Timestamp::now()),
+                written: sp.status.as_ref().map(status::Written::of),
+                ..PolicyState::default()
+            },
+        );
+    }
+
+    /// Keeps the index in step with the policy watch, including deletions and relists.
+    fn on_policy_event(&self, event: &watcher::Event<ScalingPolicy>) {
+        match event {
+            watcher::Event::Apply(sp) => {
+                self.seed_state(sp);
+                self.admit_policy(sp);
+            }
+            watcher::Event::Delete(sp) => self.forget(&PolicyKey::of(sp)),
+            watcher::Event::Init => {
+                if let Ok(mut r) = self.relist.lock() {
+                    *r = Some(HashSet::new());
+                }
+            }
+            watcher::Event::InitApply(sp) => {
+                self.seed_state(sp);
+                self.admit_policy(sp);
+                if let Ok(mut r) = self.relist.lock()
+                    && let Some(seen) = r.as_mut()
+                {
+                    seen.insert(PolicyKey::of(sp));
+                }
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relist.lock().ok().and_then(|mut r| r.take());
+                let known = self.index.read().map(|i| i.keys()).unwrap_or_default();
+                if let Some(seen) = seen {
+                    for key in known.iter().filter(|k| !seen.contains(*k)) {
+                        self.forget(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of policies the controller holds memory for (index entries and states).
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.index.read().map(|i| i.len()).unwrap_or(0),
+            self.states.lock().map(|s| s.len()).unwrap_or(0),
+        )
     }
 }
 
@@ -168,48 +294,38 @@ async fn client(settings: &Settings) -> Result<Client, Error> {
     Client::try_from(config).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// Policies that target a StatefulSet.
-fn policies_for_statefulset(
-    store: &Store<ScalingPolicy>,
-    sts: &StatefulSet,
-) -> Vec<ObjectRef<ScalingPolicy>> {
-    let (ns, name) = (sts.namespace(), sts.name_any());
-    store
-        .state()
-        .iter()
-        .filter(|sp| sp.namespace() == ns)
-        .filter(|sp| {
-            sp.spec
-                .brokers
-                .as_ref()
-                .is_some_and(|b| b.stateful_set == name)
-                || sp
-                    .spec
-                    .bookies
-                    .as_ref()
-                    .is_some_and(|b| b.stateful_set == name)
-        })
-        .map(|sp| ObjectRef::from_obj(&**sp))
-        .collect()
+/// Drops what the controller never reads from a watched StatefulSet, so the store stays small:
+/// pod template, status, managed fields, annotations, labels, claim template specs.
+fn strip_statefulset(sts: &mut StatefulSet) {
+    sts.metadata.managed_fields = None;
+    sts.metadata.annotations = None;
+    sts.metadata.labels = None;
+    sts.status = None;
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template = Default::default();
+        for t in spec.volume_claim_templates.iter_mut().flatten() {
+            t.spec = None;
+            t.status = None;
+            t.metadata.managed_fields = None;
+            t.metadata.annotations = None;
+            t.metadata.labels = None;
+        }
+    }
 }
 
-/// Policies whose bookie claims include a claim.
-fn policies_for_claim(
-    store: &Store<ScalingPolicy>,
-    pvc: &PersistentVolumeClaim,
-) -> Vec<ObjectRef<ScalingPolicy>> {
-    let (ns, name) = (pvc.namespace(), pvc.name_any());
-    store
-        .state()
-        .iter()
-        .filter(|sp| sp.namespace() == ns)
-        .filter(|sp| {
-            sp.spec.bookies.as_ref().is_some_and(|b| {
-                metrics::round::claim_of(&name, &b.stateful_set, &b.volume_claim_templates)
-            })
-        })
-        .map(|sp| ObjectRef::from_obj(&**sp))
-        .collect()
+/// Drops what the stored policy is never read for: its status (the in-process memory is newer,
+/// seeded from the status before this runs), managed fields and annotations.
+fn strip_policy(sp: &mut ScalingPolicy) {
+    sp.status = None;
+    sp.metadata.managed_fields = None;
+    sp.metadata.annotations = None;
+}
+
+/// Drops what the controller never reads from a watched claim.
+fn strip_claim(pvc: &mut PersistentVolumeClaim) {
+    pvc.metadata.managed_fields = None;
+    pvc.metadata.annotations = None;
+    pvc.metadata.labels = None;
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -234,12 +350,27 @@ async fn control(
         }
     };
     let (policies, statefulsets, claims) = scoped(client.clone());
-    let (reader, writer) = reflector::store();
-    let stream = watcher(policies, watcher::Config::default())
+    let index = Arc::new(RwLock::new(Index::new(settings.admission.clone())));
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let rounds = Arc::new(Rounds::new(
+        client.clone(),
+        index.clone(),
+        metrics.clone(),
+        wake_tx,
+    ));
+    let (sts_reader, sts_writer) = reflector::store();
+    let sts_stream = watcher(statefulsets, watcher::Config::default().any_semantic())
         .default_backoff()
-        .reflect(writer)
-        .applied_objects()
+        .modify(strip_statefulset)
+        .reflect(sts_writer)
+        .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let (pvc_reader, pvc_writer) = reflector::store();
+    let pvc_stream = watcher(claims, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_claim)
+        .reflect(pvc_writer)
+        .touched_objects();
     let reporter = Reporter {
         controller: "pulsar-autoscaler".into(),
         instance: Some(settings.identity.clone()),
@@ -249,20 +380,51 @@ async fn control(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         guard: Mutex::new(Guard::new(settings.global_rate_limit)),
-        sampler: observe::Sampler::new(client),
-        store: reader.clone(),
+        index: index.clone(),
+        rounds,
+        statefulsets: sts_reader,
+        claims: pvc_reader,
+        classes: Default::default(),
+        states: Mutex::new(HashMap::new()),
+        relist: Mutex::new(None),
         admission: settings.admission.clone(),
     });
-    let (for_sts, for_pvc) = (reader.clone(), reader.clone());
+    let (reader, writer) = reflector::store();
+    let for_index = ctx.clone();
+    let mut policy_watch = watcher::Config::default();
+    if let Some(selector) = &settings.policy_selector {
+        policy_watch = policy_watch.labels(selector);
+    }
+    let stream = watcher(policies, policy_watch)
+        .default_backoff()
+        .inspect_ok(move |event| for_index.on_policy_event(event))
+        .modify(strip_policy)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let (for_sts, for_pvc) = (index.clone(), index);
     let mut stop = shutdown.clone();
     Controller::for_stream(stream, reader)
-        .watches(statefulsets, watcher::Config::default(), move |sts| {
-            policies_for_statefulset(&for_sts, &sts)
+        .watches_stream(sts_stream, move |sts: StatefulSet| {
+            let (ns, name) = (sts.namespace().unwrap_or_default(), sts.name_any());
+            for_sts
+                .read()
+                .map(|i| i.for_statefulset(&ns, &name))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| k.object_ref())
         })
-        .watches(claims, watcher::Config::default(), move |pvc| {
-            policies_for_claim(&for_pvc, &pvc)
+        .watches_stream(pvc_stream, move |pvc: PersistentVolumeClaim| {
+            let (ns, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+            for_pvc
+                .read()
+                .map(|i| i.for_claim(&ns, &name))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| k.object_ref())
         })
-        .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+        .reconcile_on(wake_rx)
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

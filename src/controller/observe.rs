@@ -1,25 +1,21 @@
-//! Reads what a policy needs from the cluster and its metrics source: broker pods, bookie
-//! claims with their StorageClass, and the grouped metric rounds shared by policies.
+//! Reads what a policy needs from the cluster: bookie claims with their StorageClass, and the
+//! broker and bookie pods a Direct round scrapes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
 use crate::actuate::ActuateError;
-use crate::api::{ScalingPolicy, SourceType};
-use crate::decide::{ClaimState, elapsed};
-use crate::metrics::{
-    self, DirectSource, KubeletStats, MetricsError, MetricsSource, PodEndpoint, PolicyReadings,
-    Target,
-};
+use crate::api::SourceType;
+use crate::decide::ClaimState;
+use crate::metrics::{self, PodEndpoint};
 use crate::policy::{BookiePolicy, Policy, Source};
 use crate::quantity;
 
@@ -35,16 +31,42 @@ pub struct Claim {
     pub storage_class_problem: Option<String>,
 }
 
-/// The bookie claims of a policy: `<template>-<statefulset>-<ordinal>` for the watched templates.
+/// How long a StorageClass's `allowVolumeExpansion` is trusted before it is read again.
+const CLASS_TTL: Duration = Duration::from_secs(60);
+
+/// StorageClass verdicts read recently: `allowVolumeExpansion`, or why it could not be read.
+pub type ClassCache = Mutex<HashMap<String, (Instant, Result<bool, String>)>>;
+
+/// The cluster objects a reconcile reads from watches instead of the API server.
+pub struct Stores<'a> {
+    /// StatefulSets (stripped to what the controller reads).
+    pub statefulsets: &'a Store<StatefulSet>,
+    /// PersistentVolumeClaims.
+    pub claims: &'a Store<PersistentVolumeClaim>,
+    /// Recent StorageClass verdicts.
+    pub classes: &'a ClassCache,
+}
+
+/// The bookie claims of a policy: `<template>-<statefulset>-<ordinal>` for the watched templates,
+/// read from the watches' stores (the API server only for a StatefulSet the store lacks).
 pub async fn claims(
     client: &Client,
+    stores: &Stores<'_>,
     namespace: &str,
     policy: &BookiePolicy,
 ) -> Result<Vec<Claim>, ActuateError> {
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let sts = sts_api.get(&policy.stateful_set).await.map_err(|e| {
-        ActuateError::from_kube(format!("get statefulsets/{}", policy.stateful_set), e)
-    })?;
+    let cached = stores
+        .statefulsets
+        .get(&ObjectRef::new(&policy.stateful_set).within(namespace));
+    let sts = match cached {
+        Some(s) => (*s).clone(),
+        None => {
+            let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+            sts_api.get(&policy.stateful_set).await.map_err(|e| {
+                ActuateError::from_kube(format!("get statefulsets/{}", policy.stateful_set), e)
+            })?
+        }
+    };
     let templates: Vec<String> = sts
         .spec
         .as_ref()
@@ -61,17 +83,13 @@ pub async fn claims(
             .cloned()
             .collect()
     };
-    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let list = pvc_api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| ActuateError::from_kube("list persistentvolumeclaims", e))?;
     let sc_api: Api<StorageClass> = Api::all(client.clone());
-    let mut classes: HashMap<String, Result<bool, String>> = HashMap::new();
     let mut out = Vec::new();
-    for pvc in list.items {
+    for pvc in stores.claims.state() {
         let name = pvc.name_any();
-        if !metrics::round::claim_of(&name, &policy.stateful_set, &watched) {
+        if pvc.namespace().as_deref() != Some(namespace)
+            || !metrics::round::claim_of(&name, &policy.stateful_set, &watched)
+        {
             continue;
         }
         let class_name = pvc
@@ -79,25 +97,35 @@ pub async fn claims(
             .as_ref()
             .and_then(|s| s.storage_class_name.clone())
             .unwrap_or_default();
-        if !classes.contains_key(&class_name) {
-            let verdict = if class_name.is_empty() {
-                Err("the claim names no StorageClass".to_string())
-            } else {
-                match sc_api.get(&class_name).await {
-                    Ok(sc) => Ok(sc.allow_volume_expansion == Some(true)),
-                    Err(e) => Err(ActuateError::from_kube(
-                        format!("get storageclasses/{class_name}"),
-                        e,
-                    )
-                    .to_string()),
-                }
-            };
-            classes.insert(class_name.clone(), verdict);
-        }
-        let class = classes
+        let known = stores
+            .classes
+            .lock()
+            .await
             .get(&class_name)
-            .cloned()
-            .unwrap_or(Err("unknown".into()));
+            .and_then(|(at, v)| (at.elapsed() < CLASS_TTL).then(|| v.clone()));
+        let class = match known {
+            Some(v) => v,
+            None => {
+                let verdict = if class_name.is_empty() {
+                    Err("the claim names no StorageClass".to_string())
+                } else {
+                    match sc_api.get(&class_name).await {
+                        Ok(sc) => Ok(sc.allow_volume_expansion == Some(true)),
+                        Err(e) => Err(ActuateError::from_kube(
+                            format!("get storageclasses/{class_name}"),
+                            e,
+                        )
+                        .to_string()),
+                    }
+                };
+                stores
+                    .classes
+                    .lock()
+                    .await
+                    .insert(class_name.clone(), (Instant::now(), verdict.clone()));
+                verdict
+            }
+        };
         out.push(claim_from(&pvc, class));
     }
     out.sort_by(|a, b| a.state.name.cmp(&b.state.name));
@@ -193,137 +221,17 @@ pub fn source_key(namespace: &str, source: &Source) -> String {
     }
 }
 
-/// Readings of one round per `(namespace, policy)`.
-type RoundReadings = HashMap<(String, String), PolicyReadings>;
-
-/// One source's latest round and the client it used.
-#[derive(Default)]
-struct Slot {
-    prometheus: Option<Arc<dyn MetricsSource>>,
-    direct: Option<DirectSource>,
-    last: Option<(Timestamp, RoundReadings)>,
-}
-
-/// Runs grouped rounds: one per source per period, shared by every policy using the source.
-pub struct Sampler {
-    client: Client,
-    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
-}
-
-impl Sampler {
-    /// A sampler reading pods and Secrets through `client`.
-    pub fn new(client: Client) -> Self {
-        Sampler {
-            client,
-            slots: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// This policy's readings from the newest round of its source, running a round over every
-    /// policy in `group` (those sharing the source) when the last one is older than half the
-    /// shortest interval among them.
-    pub async fn readings(
-        &self,
-        me: (&str, &str),
-        policy: &Policy,
-        group: &[(Arc<ScalingPolicy>, Policy)],
-        now: Timestamp,
-    ) -> Result<PolicyReadings, MetricsError> {
-        let key = source_key(me.0, &policy.source);
-        let slot = self.slots.lock().await.entry(key).or_default().clone();
-        let mut slot = slot.lock().await;
-        let me_key = (me.0.to_string(), me.1.to_string());
-        let shortest = group
-            .iter()
-            .map(|(_, p)| p.interval)
-            .min()
-            .unwrap_or(policy.interval);
-        let ttl = (shortest / 2).max(Duration::from_secs(1));
-        if let Some((at, readings)) = &slot.last
-            && elapsed(now, *at) < ttl
-            && let Some(r) = readings.get(&me_key)
-        {
-            return Ok(r.clone());
-        }
-        let names: Vec<(String, String)> = group
-            .iter()
-            .map(|(sp, _)| (sp.namespace().unwrap_or_default(), sp.name_any()))
-            .collect();
-        let targets: Vec<Target<'_>> = group
-            .iter()
-            .zip(&names)
-            .map(|((_, p), (ns, name))| Target {
-                namespace: ns,
-                name,
-                policy: p,
-            })
-            .collect();
-        let results = if policy.source.kind == SourceType::Direct {
-            let (pods, nodes) = discover(&self.client, me.0, group).await;
-            let kubelet = (!nodes.is_empty()).then(|| KubeletStats {
-                client: self.client.clone(),
-                nodes,
-            });
-            if slot.direct.is_none() {
-                let credentials = metrics::Credentials::default();
-                slot.direct = Some(DirectSource::new(
-                    Vec::new(),
-                    None,
-                    policy.source.timeout,
-                    &credentials,
-                )?);
-            }
-            let direct = slot
-                .direct
-                .as_mut()
-                .ok_or_else(|| MetricsError::Config("direct source missing".into()))?;
-            direct.set_pods(pods);
-            direct.set_kubelet(kubelet);
-            metrics::collect(&*direct, &targets, now).await
-        } else {
-            if slot.prometheus.is_none() {
-                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), me.0);
-                let credentials = metrics::credentials::resolve(&secrets, &policy.source).await?;
-                slot.prometheus = Some(metrics::build(
-                    &policy.source,
-                    &credentials,
-                    Vec::new(),
-                    None,
-                )?);
-            }
-            let source = slot
-                .prometheus
-                .clone()
-                .ok_or_else(|| MetricsError::Config("source missing".into()))?;
-            metrics::collect(source.as_ref(), &targets, now).await
-        };
-        let map: HashMap<(String, String), PolicyReadings> =
-            names.into_iter().zip(results).collect();
-        let mine = map.get(&me_key).cloned().unwrap_or_default();
-        slot.last = Some((now, map));
-        Ok(mine)
-    }
-
-    /// Drops cached clients so changed Secrets or settings are read again.
-    pub async fn forget(&self, namespace: &str, source: &Source) {
-        self.slots
-            .lock()
-            .await
-            .remove(&source_key(namespace, source));
-    }
-}
-
 /// Broker and bookie pods of the group's StatefulSets, and the nodes of the bookies.
-async fn discover(
+pub async fn discover(
     client: &Client,
     namespace: &str,
-    group: &[(Arc<ScalingPolicy>, Policy)],
+    group: &[&Policy],
 ) -> (Vec<PodEndpoint>, Vec<String>) {
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut pods = Vec::new();
     let mut nodes = Vec::new();
-    for (_, p) in group {
+    for p in group {
         let sets = p
             .brokers
             .iter()

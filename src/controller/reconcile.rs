@@ -9,10 +9,12 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use super::index::PolicyKey;
 use super::status::{self, kind};
-use super::{Context, Error};
+use super::{Context, Error, PolicyState};
 use crate::actuate;
 use crate::api::{
     BookieStatus, BrokerStatus, MetricStatus, ScalingPolicy, ScalingPolicyStatus, VolumeStatus,
@@ -27,21 +29,27 @@ use crate::metrics::PolicyReadings;
 use crate::policy::{self, Policy};
 use crate::quantity;
 use crate::telemetry::{
-    ClaimLabels, DecisionLabels, ErrorLabels, MetricLabels, PolicyLabels, ResultLabels,
+    ClaimLabels, DecisionLabels, MetricLabels, PolicyLabels, ResultLabels, Series,
 };
 
 /// Requeue of a policy that cannot be evaluated until its spec changes.
 const INVALID_RETRY: Duration = Duration::from_secs(300);
+/// A status unchanged for this long is written anyway, so the values it shows stay recent.
+const HEARTBEAT: Duration = Duration::from_secs(300);
+/// How long a `/scale` change may wait for the StatefulSet watch before the store is trusted.
+const PENDING_SCALE: Duration = Duration::from_secs(30);
 
 /// Everything one evaluation needs to carry with it.
 struct Run<'a> {
     ctx: &'a Context,
     sp: &'a ScalingPolicy,
+    key: PolicyKey,
     namespace: String,
     name: String,
     generation: Option<i64>,
     now: Timestamp,
     status: ScalingPolicyStatus,
+    state: PolicyState,
     rate_limited: Option<String>,
 }
 
@@ -59,146 +67,195 @@ pub async fn reconcile(sp: Arc<ScalingPolicy>, ctx: Arc<Context>) -> Result<Requ
     result
 }
 
+/// The in-process memory of a policy, seeded from its status at first sight.
+fn state_of(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy, now: Timestamp) -> PolicyState {
+    let known = ctx
+        .states
+        .lock()
+        .ok()
+        .and_then(|s| s.get(key).cloned())
+        .filter(|s| s.uid == sp.metadata.uid);
+    known.unwrap_or_else(|| PolicyState {
+        uid: sp.metadata.uid.clone(),
+        current: status::seed(sp.status.as_ref(), now),
+        written: sp.status.as_ref().map(status::Written::of),
+        ..PolicyState::default()
+    })
+}
+
 async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
     let namespace = sp.namespace().ok_or(Error::NoNamespace)?;
+    let key = PolicyKey::of(sp);
+    let now = Timestamp::now();
+    let state = state_of(ctx, &key, sp, now);
     let mut run = Run {
         ctx,
         sp,
         name: sp.name_any(),
         namespace,
         generation: sp.meta().generation,
-        now: Timestamp::now(),
-        status: sp.status.clone().unwrap_or_default(),
+        now,
+        status: state.current.clone(),
+        state,
+        key,
         rate_limited: None,
     };
-    let spec_changed = run.status.observed_generation != run.generation;
-    run.status.observed_generation = run.generation;
+    let result = run.evaluate().await;
+    run.state.current = run.status.clone();
+    let stored = run.state.clone();
+    if let Ok(mut states) = ctx.states.lock() {
+        states.insert(run.key.clone(), stored);
+    }
+    result
+}
 
-    let object = serde_json::to_value(sp).unwrap_or_default();
-    let policy = match policy::check_object(&object) {
-        Ok((_, p)) => p,
-        Err(problems) => {
+impl Run<'_> {
+    async fn evaluate(&mut self) -> Result<Requeue, Error> {
+        let ctx = self.ctx;
+        self.status.observed_generation = self.generation;
+        let Some(checked) = ctx.checked(self.sp) else {
+            return Ok(Requeue::requeue(INVALID_RETRY));
+        };
+        let policy = match &checked.policy {
+            Ok(p) => p.clone(),
+            Err(message) => {
+                let was_invalid = status::is_true(&self.status, kind::INVALID);
+                self.condition(kind::INVALID, true, "SpecInvalid", message);
+                self.condition(
+                    kind::READY,
+                    false,
+                    "SpecInvalid",
+                    "fix the spec; see the Invalid condition",
+                );
+                if !was_invalid {
+                    self.event(true, "InvalidSpec", "Validate", message.clone())
+                        .await;
+                }
+                self.write_status().await?;
+                return Ok(Requeue::requeue(INVALID_RETRY));
+            }
+        };
+        if let Err(refusal) = ctx.admission.check(&policy.source) {
+            // Refused by the operator's settings: the source is never called (the index keeps
+            // the policy out of every round).
+            let was_invalid = status::is_true(&self.status, kind::INVALID);
+            self.condition(kind::INVALID, true, refusal.reason, &refusal.message);
+            self.condition(
+                kind::READY,
+                false,
+                refusal.reason,
+                "the controller refuses this policy; see the Invalid condition",
+            );
+            if !was_invalid {
+                self.event(true, refusal.reason, "Validate", refusal.message)
+                    .await;
+            }
+            self.write_status().await?;
+            return Ok(Requeue::requeue(INVALID_RETRY));
+        }
+        self.condition(
+            kind::INVALID,
+            false,
+            "SpecValid",
+            "the spec passed every check",
+        );
+        self.insecure_tls(&policy).await;
+        self.condition(
+            kind::DRY_RUN,
+            policy.dry_run,
+            if policy.dry_run { "DryRun" } else { "Live" },
+            dry_run_text(&policy),
+        );
+        if policy.suspend {
+            self.condition(
+                kind::SUSPENDED,
+                true,
+                "Suspended",
+                "spec.suspend is true: nothing is evaluated or changed",
+            );
+            self.condition(kind::READY, false, "Suspended", "spec.suspend is true");
+            self.write_status().await?;
+            return Ok(Requeue::requeue(policy.interval));
+        }
+        // Until its source's first round, there is nothing to decide on; the round wakes it.
+        let Some(fresh) = ctx.rounds.readings(&self.key) else {
+            if let Some(source) = &checked.source {
+                ctx.rounds.joined(source);
+            }
+            return Ok(Requeue::requeue(policy.interval));
+        };
+        self.condition(
+            kind::SUSPENDED,
+            false,
+            "Active",
+            "the policy is evaluated every interval",
+        );
+        if self.state.declared != self.generation {
+            let mut actions = Vec::new();
+            if policy.brokers.is_some() {
+                actions.extend(["ScaleUp", "ScaleDown"]);
+            }
+            if policy.bookies.is_some() {
+                actions.push("Expand");
+            }
+            ctx.metrics
+                .declare_decisions(&self.namespace, &self.name, &actions);
+            self.state.declared = self.generation;
+        }
+        let key = self.key.to_string();
+        if !ctx.guard_knows(&key) {
+            let past = status::recent_actions(&self.status, self.now);
+            ctx.seed_guard(&key, policy.rate_limit, &past);
+        }
+
+        let readings = &fresh.readings;
+        for e in &readings.errors {
+            tracing::debug!(policy = %self.name, error = %e, "metric source problem");
+        }
+        let mut problems = Vec::new();
+        if let Some(brokers) = &policy.brokers
+            && let Err(e) = self.brokers(&policy, brokers, readings).await
+        {
+            problems.push(e);
+        }
+        if let Some(bookies) = &policy.bookies
+            && let Err(e) = self.bookies(&policy, bookies, readings).await
+        {
+            problems.push(e);
+        }
+        match &self.rate_limited {
+            Some(why) => self.condition(kind::RATE_LIMITED, true, "ActionDropped", &why.clone()),
+            None => self.condition(
+                kind::RATE_LIMITED,
+                false,
+                "WithinLimit",
+                "no action was dropped in the last evaluation",
+            ),
+        }
+        if problems.is_empty() {
+            self.condition(kind::READY, true, "Evaluated", "the policy was evaluated");
+        } else {
             let message = problems
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ");
-            let was_invalid = status::is_true(&run.status, kind::INVALID);
-            run.condition(kind::INVALID, true, "SpecInvalid", &message);
-            run.condition(
-                kind::READY,
-                false,
-                "SpecInvalid",
-                "fix the spec; see the Invalid condition",
-            );
-            if !was_invalid {
-                run.event(true, "InvalidSpec", "Validate", message).await;
+            for p in &problems {
+                tracing::warn!(policy = %self.name, namespace = %self.namespace, error = %p, "evaluation failed");
             }
-            run.write_status().await?;
-            return Ok(Requeue::requeue(INVALID_RETRY));
+            self.condition(kind::READY, false, "TargetUnavailable", &message);
         }
-    };
-    if let Err(refusal) = ctx.admission.check(&policy.source) {
-        // Refused by the operator's settings: the source is never called.
-        let was_invalid = status::is_true(&run.status, kind::INVALID);
-        run.condition(kind::INVALID, true, refusal.reason, &refusal.message);
-        run.condition(
-            kind::READY,
-            false,
-            refusal.reason,
-            "the controller refuses this policy; see the Invalid condition",
-        );
-        if !was_invalid {
-            run.event(true, refusal.reason, "Validate", refusal.message)
-                .await;
-        }
-        run.write_status().await?;
-        return Ok(Requeue::requeue(INVALID_RETRY));
+        self.write_status().await?;
+        Ok(Requeue::requeue(policy.interval))
     }
-    run.condition(
-        kind::INVALID,
-        false,
-        "SpecValid",
-        "the spec passed every check",
-    );
-    run.insecure_tls(&policy).await;
-    run.condition(
-        kind::DRY_RUN,
-        policy.dry_run,
-        if policy.dry_run { "DryRun" } else { "Live" },
-        dry_run_text(&policy),
-    );
-    if policy.suspend {
-        run.condition(
-            kind::SUSPENDED,
-            true,
-            "Suspended",
-            "spec.suspend is true: nothing is evaluated or changed",
-        );
-        run.condition(kind::READY, false, "Suspended", "spec.suspend is true");
-        run.write_status().await?;
-        return Ok(Requeue::requeue(policy.interval));
-    }
-    run.condition(
-        kind::SUSPENDED,
-        false,
-        "Active",
-        "the policy is evaluated every interval",
-    );
-    let mut actions = Vec::new();
-    if policy.brokers.is_some() {
-        actions.extend(["ScaleUp", "ScaleDown"]);
-    }
-    if policy.bookies.is_some() {
-        actions.push("Expand");
-    }
-    ctx.metrics
-        .declare_decisions(&run.namespace, &run.name, &actions);
-    if !ctx.guard_knows(&run.key()) {
-        let past = status::recent_actions(&run.status, run.now);
-        ctx.seed_guard(&run.key(), policy.rate_limit, &past);
-    }
+}
 
-    if spec_changed {
-        // Secrets or source settings may have changed with the spec: build the client anew.
-        ctx.sampler.forget(&run.namespace, &policy.source).await;
-    }
-    let readings = run.readings(&policy).await;
-    let mut problems = Vec::new();
-    if let Some(brokers) = &policy.brokers
-        && let Err(e) = run.brokers(&policy, brokers, &readings).await
-    {
-        problems.push(e);
-    }
-    if let Some(bookies) = &policy.bookies
-        && let Err(e) = run.bookies(&policy, bookies, &readings).await
-    {
-        problems.push(e);
-    }
-    match &run.rate_limited {
-        Some(why) => run.condition(kind::RATE_LIMITED, true, "ActionDropped", &why.clone()),
-        None => run.condition(
-            kind::RATE_LIMITED,
-            false,
-            "WithinLimit",
-            "no action was dropped in the last evaluation",
-        ),
-    }
-    if problems.is_empty() {
-        run.condition(kind::READY, true, "Evaluated", "the policy was evaluated");
-    } else {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        for p in &problems {
-            tracing::warn!(policy = %run.name, namespace = %run.namespace, error = %p, "evaluation failed");
-        }
-        run.condition(kind::READY, false, "TargetUnavailable", &message);
-    }
-    run.write_status().await?;
-    Ok(Requeue::requeue(policy.interval))
+/// A per-policy offset of up to a minute, so heartbeat writes of policies created together spread.
+fn jitter(key: &PolicyKey) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    Duration::from_millis(h.finish() % 60_000)
 }
 
 /// `3 → 6` for replicas, `50.0 GiB → 60.0 GiB` for claims.
@@ -220,10 +277,6 @@ fn dry_run_text(policy: &Policy) -> &'static str {
 }
 
 impl Run<'_> {
-    fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     fn labels(&self) -> PolicyLabels {
         PolicyLabels {
             namespace: self.namespace.clone(),
@@ -279,46 +332,43 @@ impl Run<'_> {
         }
     }
 
-    async fn write_status(&self) -> Result<(), Error> {
-        let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        actuate::apply_status(&api, &self.name, &self.status)
-            .await
-            .map_err(Error::from)
-    }
-
-    /// Readings of this policy from its source's grouped round; a source failure becomes
-    /// missing data for every metric, never a number.
-    async fn readings(&mut self, policy: &Policy) -> PolicyReadings {
-        let group = self.ctx.group_of(&self.namespace, policy);
-        match self
-            .ctx
-            .sampler
-            .readings((&self.namespace, &self.name), policy, &group, self.now)
-            .await
-        {
-            Ok(r) => {
-                for e in &r.errors {
-                    self.count_source_error("query");
-                    tracing::debug!(policy = %self.name, error = %e, "metric source problem");
-                }
-                r
-            }
-            Err(e) => {
-                self.count_source_error(e.label());
-                let mut r = PolicyReadings::default();
-                r.errors.push(e.to_string());
-                r
-            }
+    /// Writes the status when a person or a restart would see a difference, or when the last
+    /// write is older than the heartbeat.
+    async fn write_status(&mut self) -> Result<(), Error> {
+        let due = self
+            .state
+            .written_at
+            .is_none_or(|at| at.elapsed() >= HEARTBEAT + jitter(&self.key));
+        if !due && !status::needs_write(self.state.written.as_ref(), &self.status) {
+            return Ok(());
         }
+        let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        actuate::apply_status(&api, &self.name, &self.status).await?;
+        self.state.written = Some(status::Written::of(&self.status));
+        self.state.written_at = Some(Instant::now());
+        Ok(())
     }
 
-    fn count_source_error(&self, kind: &str) {
-        let labels = ErrorLabels {
-            namespace: self.namespace.clone(),
-            policy: self.name.clone(),
-            kind: kind.into(),
+    /// Replicas of the broker StatefulSet: from the watch's store, a change this controller
+    /// made and the watch has not shown yet, or the API server when the store lacks it.
+    async fn replicas(&mut self, api: &Api<StatefulSet>, name: &str) -> Result<u32, Error> {
+        let stored = self
+            .ctx
+            .statefulsets
+            .get(&ObjectRef::new(name).within(&self.namespace))
+            .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas))
+            .map(|r| r.max(0) as u32);
+        let stored = match stored {
+            Some(r) => r,
+            None => actuate::replicas(api, name).await?,
         };
-        self.ctx.metrics.source_errors.get_or_create(&labels).inc();
+        if let Some((from, to, at)) = self.state.pending_scale {
+            if stored == from && at.elapsed() < PENDING_SCALE {
+                return Ok(to);
+            }
+            self.state.pending_scale = None;
+        }
+        Ok(stored)
     }
 
     async fn brokers(
@@ -328,7 +378,7 @@ impl Run<'_> {
         readings: &PolicyReadings,
     ) -> Result<(), Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let current = actuate::replicas(&api, &brokers.stateful_set).await?;
+        let current = self.replicas(&api, &brokers.stateful_set).await?;
         let previous = self.status.brokers.clone().unwrap_or_default();
         let memory = BrokerMemory::from_status(&previous);
         let mut samples = readings.broker_samples();
@@ -374,6 +424,7 @@ impl Run<'_> {
             if carried {
                 memory.note_action(decision.action, self.now);
                 replicas_now = decision.to as u32;
+                self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
             }
         }
         match &outcome.limited {
@@ -496,7 +547,8 @@ impl Run<'_> {
                 .await;
             ("unsafe", false)
         } else if let Verdict::RateLimited(why) | Verdict::Unsafe(why) =
-            self.ctx.admit(&self.key(), policy.rate_limit, self.now)
+            self.ctx
+                .admit(&self.key.to_string(), policy.rate_limit, self.now)
         {
             let mut dropped = decision.clone();
             dropped.reasons.push(format!("dropped: {why}"));
@@ -549,6 +601,9 @@ impl Run<'_> {
     }
 
     fn count_decision(&self, action: &str, result: &str) {
+        self.ctx
+            .metrics
+            .track(&self.namespace, &self.name, Series::Action, action);
         let labels = DecisionLabels {
             namespace: self.namespace.clone(),
             policy: self.name.clone(),
@@ -566,6 +621,7 @@ impl Run<'_> {
     ) {
         let m = &self.ctx.metrics;
         for e in &outcome.metrics {
+            m.track(&self.namespace, &self.name, Series::Metric, &e.name);
             let labels = MetricLabels {
                 namespace: self.namespace.clone(),
                 policy: self.name.clone(),
@@ -623,7 +679,13 @@ impl Run<'_> {
         bookies: &policy::BookiePolicy,
         readings: &PolicyReadings,
     ) -> Result<(), Error> {
-        let claims = super::observe::claims(&self.ctx.client, &self.namespace, bookies).await?;
+        let stores = super::observe::Stores {
+            statefulsets: &self.ctx.statefulsets,
+            claims: &self.ctx.claims,
+            classes: &self.ctx.classes,
+        };
+        let claims =
+            super::observe::claims(&self.ctx.client, &stores, &self.namespace, bookies).await?;
         let previous: Vec<VolumeStatus> = self.status.bookies.clone().unwrap_or_default().volumes;
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -718,6 +780,7 @@ impl Run<'_> {
         blocked: bool,
     ) {
         let m = &self.ctx.metrics;
+        m.track(&self.namespace, &self.name, Series::Claim, &state.name);
         let labels = ClaimLabels {
             namespace: self.namespace.clone(),
             policy: self.name.clone(),

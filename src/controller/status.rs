@@ -1,5 +1,5 @@
-//! Pure helpers that build the policy status: conditions with stable transition times and the
-//! bounded decision log.
+//! Pure helpers that build the policy status: conditions with stable transition times, the
+//! bounded decision log, and the rule that decides when a new status is worth a write.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -123,6 +123,93 @@ pub fn recent_actions(status: &ScalingPolicyStatus, now: Timestamp) -> Vec<Times
     times
 }
 
+/// Relative change of a metric value that is worth a status write on its own.
+pub const VALUE_CHANGE: f64 = 0.05;
+
+/// What is kept of a written status to decide whether the next one is worth a write: a
+/// fingerprint of what must match exactly, and the metric values (compared with a tolerance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    fingerprint: u64,
+    values: Vec<Option<f64>>,
+}
+
+impl Written {
+    /// The record of a status as written.
+    pub fn of(status: &ScalingPolicyStatus) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&normalized(status))
+            .unwrap_or_default()
+            .hash(&mut h);
+        Written {
+            fingerprint: h.finish(),
+            values: status
+                .brokers
+                .as_ref()
+                .map(|b| b.metrics.iter().map(|m| m.value).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether `new` differs from the status last written in something a person or a restarted
+/// controller would see: conditions, decisions, replicas, proposals, recommendation values and
+/// change times, claim states, or a metric value moved by more than [`VALUE_CHANGE`]. Not worth a
+/// write on their own: measurement times, the newest recommendation's time (a restart reads it as
+/// lasting until the restart, see [`seed`]), small value moves, claim messages.
+pub fn needs_write(written: Option<&Written>, new: &ScalingPolicyStatus) -> bool {
+    let Some(old) = written else {
+        return true;
+    };
+    let new = Written::of(new);
+    if old.fingerprint != new.fingerprint || old.values.len() != new.values.len() {
+        return true;
+    }
+    old.values.iter().zip(&new.values).any(|pair| match pair {
+        (Some(a), Some(b)) => (a - b).abs() > VALUE_CHANGE * a.abs().max(b.abs()),
+        (None, None) => false,
+        _ => true,
+    })
+}
+
+fn normalized(s: &ScalingPolicyStatus) -> ScalingPolicyStatus {
+    let mut s = s.clone();
+    if let Some(b) = &mut s.brokers {
+        for m in &mut b.metrics {
+            m.value = None;
+            m.observed_at = None;
+        }
+        if let Some(last) = b.recommendations.last_mut() {
+            last.time = Time(Timestamp::UNIX_EPOCH);
+        }
+    }
+    if let Some(b) = &mut s.bookies {
+        for v in &mut b.volumes {
+            v.used_percent = v.used_percent.map(f64::floor);
+            v.message = None;
+        }
+    }
+    s
+}
+
+/// The status a controller starts from when it first sees a policy. The newest recommendation
+/// was recommended until the previous controller stopped (a different one would have been
+/// written), so it is taken as lasting until `now`: a stabilization window then never ends early
+/// after a restart, it may only last the downtime longer.
+pub fn seed(status: Option<&ScalingPolicyStatus>, now: Timestamp) -> ScalingPolicyStatus {
+    let mut s = status.cloned().unwrap_or_default();
+    if let Some(last) = s
+        .brokers
+        .as_mut()
+        .and_then(|b| b.recommendations.last_mut())
+        && last.time.0 < now
+    {
+        last.time = Time(now);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +274,63 @@ mod tests {
         assert_eq!(s.decisions[0].time, Time(at(29)));
         assert_eq!(recent_actions(&s, at(100)).len(), DECISION_LOG);
         assert!(recent_actions(&s, at(5000)).is_empty());
+    }
+
+    fn evaluated(value: f64, observed: i64, recommended: (i64, i32)) -> ScalingPolicyStatus {
+        let mut s = ScalingPolicyStatus::default();
+        set_condition(&mut s, kind::READY, true, "Evaluated", "ok", Some(1), at(0));
+        s.brokers = Some(crate::api::BrokerStatus {
+            current_replicas: 3,
+            desired_replicas: 3,
+            metrics: vec![crate::api::MetricStatus {
+                name: "throughput".into(),
+                value: Some(value),
+                target: 10.0,
+                proposed_replicas: Some(3),
+                observed_at: Some(Time(at(observed))),
+                problem: None,
+            }],
+            recommendations: vec![crate::api::Recommendation {
+                time: Time(at(recommended.0)),
+                replicas: recommended.1,
+            }],
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn only_visible_changes_are_written() {
+        let first = evaluated(100.0, 0, (0, 3));
+        assert!(needs_write(None, &first), "the first status is written");
+        let written = Written::of(&first);
+        // A later evaluation of the same state: new measurement and recommendation times,
+        // a value 2 % off.
+        assert!(!needs_write(Some(&written), &evaluated(102.0, 15, (15, 3))));
+        // A value 10 % off, a new recommendation value, a changed condition: written.
+        assert!(needs_write(Some(&written), &evaluated(110.0, 15, (15, 3))));
+        assert!(needs_write(Some(&written), &evaluated(100.0, 15, (15, 4))));
+        let mut failed = evaluated(100.0, 15, (15, 3));
+        set_condition(
+            &mut failed,
+            kind::READY,
+            false,
+            "Failed",
+            "no",
+            Some(1),
+            at(15),
+        );
+        assert!(needs_write(Some(&written), &failed));
+        let mut logged = evaluated(100.0, 15, (15, 3));
+        log_decision(&mut logged, &decision(false), "ScaleUp", at(15));
+        assert!(needs_write(Some(&written), &logged));
+    }
+
+    #[test]
+    fn a_restart_takes_the_newest_recommendation_as_lasting_until_now() {
+        let s = seed(Some(&evaluated(100.0, 0, (10, 6))), at(100));
+        let r = &s.brokers.unwrap().recommendations;
+        assert_eq!((r[0].time.clone(), r[0].replicas), (Time(at(100)), 6));
+        assert_eq!(seed(None, at(0)), ScalingPolicyStatus::default());
     }
 }

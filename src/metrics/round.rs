@@ -200,8 +200,8 @@ pub fn split(
         };
         match presets.get(&Preset::ClaimUsage) {
             Some(Ok(g)) => {
-                for ((ns, claim), p) in &g.points {
-                    if ns == t.namespace && claim_of(claim, &b.stateful_set, &b.templates) {
+                for ((ns, claim), p) in in_namespace(&g.points, t.namespace, "") {
+                    if claim_of(claim, &b.stateful_set, &b.templates) {
                         let bookie = ledger_dirs
                             .and_then(|l| ledger_dir_point(l, ns, claim, &b.stateful_set));
                         let reading = match closer_to_read_only(p, bookie, max_staleness, now) {
@@ -289,8 +289,9 @@ fn broker_reading(
     let mut values = Vec::new();
     let mut oldest: Option<Timestamp> = None;
     let mut problems = Vec::new();
-    for ((ns, pod), p) in &g.points {
-        if ns != namespace || !pod_of(pod, statefulset) {
+    let prefix = format!("{statefulset}-");
+    for ((_, pod), p) in in_namespace(&g.points, namespace, &prefix) {
+        if !pod_of(pod, statefulset) {
             continue;
         }
         match usable(p, max_staleness, now) {
@@ -301,8 +302,8 @@ fn broker_reading(
             Err(why) => problems.push(format!("{pod}: {why}")),
         }
     }
-    for ((ns, pod), why) in &g.failures {
-        if ns == namespace && pod_of(pod, statefulset) {
+    for ((_, pod), why) in in_namespace(&g.failures, namespace, &prefix) {
+        if pod_of(pod, statefulset) {
             problems.push(format!("{pod}: {why}"));
         }
     }
@@ -329,6 +330,17 @@ fn broker_reading(
         }),
         problem,
     }
+}
+
+/// The entries of one namespace whose object name starts with `prefix`, found by a range
+/// lookup: a round over N policies costs N lookups, not N passes over every object.
+fn in_namespace<'a, V>(
+    map: &'a BTreeMap<(String, String), V>,
+    namespace: &'a str,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a (String, String), &'a V)> + 'a {
+    map.range((namespace.to_string(), prefix.to_string())..)
+        .take_while(move |((ns, name), _)| ns == namespace && name.starts_with(prefix))
 }
 
 /// Whether `pod` is an ordinal pod of StatefulSet `statefulset` (`<name>-<n>`).

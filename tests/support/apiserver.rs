@@ -137,6 +137,11 @@ impl ApiServer {
         self.dir.path()
     }
 
+    /// Process ids of kube-apiserver and etcd, for benchmarks that read their CPU and memory.
+    pub fn pids(&self) -> (u32, u32) {
+        (self.apiserver.child.id(), self.etcd.child.id())
+    }
+
     /// Log of kube-apiserver so far, for failure messages.
     pub fn apiserver_log(&self) -> String {
         fs::read_to_string(&self.apiserver.log).unwrap_or_default()
