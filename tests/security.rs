@@ -408,6 +408,11 @@ async fn tenants_are_confined_and_the_controller_uses_exactly_its_rbac() {
         ),
     )
     .await;
+    // A StatefulSet the watch has not seen (here: not created yet) is read through the API
+    // server's /scale: the one path that uses `get statefulsets/scale`.
+    let mut ahead = dry_brokers(prom.clone());
+    ahead["brokers"]["statefulSet"] = json!("pulsar-broker-next");
+    create_policy(&tenant, "ahead-of-its-statefulset", ahead).await;
     create_policy(
         &tenant,
         "direct",

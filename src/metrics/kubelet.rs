@@ -107,7 +107,12 @@ pub async fn fetch_summary(
         .request_text(request)
         .await
         .map_err(|e| fail(format!("GET {path}: {}", chain(&e))))?;
-    parse_summary(&text).map_err(|e| fail(format!("GET {path}: not a kubelet summary: {e}")))
+    parse_summary(&text).map_err(|e| {
+        fail(format!(
+            "GET {path}: not a kubelet summary: {}",
+            super::error::json_problem(&e)
+        ))
+    })
 }
 
 #[cfg(test)]
