@@ -21,12 +21,13 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
+# A short coverage-guided run of every fuzz target (tests/fuzz_corpus.rs replays the corpora
+# in cargo test below), first, so the suite's last line is the tests' count.
+echo "==> fuzz (${FUZZ_SECONDS:-20}s per target)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" FUZZ_DEV="${FUZZ_DEV:-1}" scripts/fuzz.sh
 echo "==> cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 # One closing line over every test binary (the last binary alone may hold no tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-# A short coverage-guided run of every fuzz target (tests/fuzz_corpus.rs above replayed the corpora).
-echo "==> fuzz (${FUZZ_SECONDS:-20}s per target)"
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}" FUZZ_DEV="${FUZZ_DEV:-1}" scripts/fuzz.sh
