@@ -72,7 +72,10 @@ pub fn python_path() -> PathBuf {
 /// A loopback address nobody else in this process was given, where `ports` are free.
 pub fn loopback_ip(ports: &[u16]) -> String {
     static GIVEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = std::process::id() as u64 ^ clock;
     let mut n = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
