@@ -403,7 +403,7 @@ async fn check(host: &str, call: &str, response: reqwest::Response) -> Result<St
         broker: host.to_string(),
         call: call.to_string(),
         status: status.as_u16(),
-        reason: bounded(&reason),
+        reason: crate::policy::bounded(&reason, 200),
     })
 }
 
@@ -417,15 +417,6 @@ fn decode<T: serde::de::DeserializeOwned>(
         call: format!("GET {path}"),
         detail: e.to_string(),
     })
-}
-
-/// At most 200 characters of a server's words.
-fn bounded(text: &str) -> String {
-    let mut out: String = text.chars().take(200).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use pulsar_autoscaler::metrics::{
 };
 
 use super::common::{self, NS};
+use crate::support::monitoring::scrape_one;
 use crate::support::{self, real_pulsar::*};
 
 const BOOKIE: &str = "pulsar-bookie-0";
@@ -98,7 +99,7 @@ async fn ledger_usage_is_the_bookies_own_measure_and_claims_grow_on_the_closer_f
     let cluster = Cluster::start(1, 0, 1, BrokerSettings::default()).await;
     let bookie = &cluster.bookies[0];
     let stats = format!("{}:{BOOKIE_STATS_PORT}", bookie.ip);
-    let (prom, vm) = common::monitoring(&common::scrape_config(&[(BOOKIE, stats)])).await;
+    let (prom, vm) = common::monitoring(&scrape_one(&stats, NS, BOOKIE)).await;
     let pods = vec![PodEndpoint::bookie(NS, BOOKIE, &bookie.ip)];
 
     // The bookie's disk checker publishes its first figure a few seconds after start.

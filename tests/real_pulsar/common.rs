@@ -13,20 +13,6 @@ use crate::support::monitoring::{self, Server};
 /// Namespace the broker and bookie pods are said to run in.
 pub const NS: &str = "pulsar";
 
-/// A scrape configuration for one target labelled as Kubernetes discovery labels a pod.
-/// The path is left at Prometheus' default `/metrics`, as most scrape configs do: a broker
-/// answers it with a redirect that the scraper must follow.
-pub fn scrape_config(targets: &[(&str, String)]) -> String {
-    let mut out =
-        String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
-    for (pod, host) in targets {
-        out.push_str(&format!(
-            "  - job_name: {pod}\n    static_configs:\n      - targets: ['{host}']\n        labels: {{namespace: '{NS}', pod: '{pod}'}}\n"
-        ));
-    }
-    out
-}
-
 /// Prometheus and VictoriaMetrics scraping `scrape`, both ready.
 pub async fn monitoring(scrape: &str) -> (Server, Server) {
     let http = monitoring::client();
@@ -106,9 +92,4 @@ pub async fn broker_jvm_metrics(web: &str) -> BTreeMap<String, f64> {
         .flat_map(|m| m["metrics"].as_object().cloned().unwrap_or_default())
         .filter_map(|(k, v)| v.as_f64().map(|v| (k, v)))
         .collect()
-}
-
-/// Whether `got` is within `pct` percent of `want`.
-pub fn within(got: f64, want: f64, pct: f64) -> bool {
-    (got - want).abs() <= want.abs() * pct / 100.0
 }

@@ -10,7 +10,8 @@ use kube::api::{Api, PostParams};
 use pulsar_autoscaler::api::ScalingPolicy;
 use serde_json::json;
 
-use super::common::{NS, within};
+use super::common::NS;
+use crate::support::monitoring::close;
 use crate::support::monitoring::{eventually, free_port};
 use crate::support::pulsar::Controller;
 use crate::support::real_kube::RealPulsarOnKube;
@@ -108,7 +109,7 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
         metric.value
     );
     assert!(
-        metric.value.is_some_and(|v| within(v, sent, 15.0)),
+        metric.value.is_some_and(|v| close(v, sent, 15.0)),
         "the controller read {:?} B/s, the load sends {sent:.0}",
         metric.value
     );

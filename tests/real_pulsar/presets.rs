@@ -7,7 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use pulsar_autoscaler::metrics::{PodEndpoint, Target, collect};
 
-use super::common::{self, NS, within};
+use super::common::{self, NS};
+use crate::support::monitoring::{close, scrape_one};
 use crate::support::{self, real_pulsar::*};
 
 const RATE: f64 = 120.0;
@@ -42,11 +43,8 @@ async fn broker_presets_read_the_load_sent_and_the_jvms_own_figures_in_every_mod
     load.wait_acked(100).await;
 
     let pod = "pulsar-broker-0";
-    let (prom, vm) = common::monitoring(&common::scrape_config(&[(
-        pod,
-        format!("{}:{WEB_PORT}", pulsar.ip),
-    )]))
-    .await;
+    let broker = format!("{}:{WEB_PORT}", pulsar.ip);
+    let (prom, vm) = common::monitoring(&scrape_one(&broker, NS, pod)).await;
     // Two refreshes of the broker's rates at steady load, and scrapes of them.
     tokio::time::sleep(Duration::from_secs(
         2 * settings.stats_period_secs as u64 + 4,
@@ -87,14 +85,14 @@ async fn broker_presets_read_the_load_sent_and_the_jvms_own_figures_in_every_mod
 
         let bytes = (acked + received) * SIZE as f64;
         match value(0) {
-            Some((v, Some(1))) if within(v, bytes, 10.0) => {}
+            Some((v, Some(1))) if close(v, bytes, 10.0) => {}
             other => wrong.push(format!(
                 "{what} Throughput: {other:?}, load sent {bytes:.0} B/s"
             )),
         }
         let msgs = acked + received;
         match value(1) {
-            Some((v, Some(1))) if within(v, msgs, 10.0) => {}
+            Some((v, Some(1))) if close(v, msgs, 10.0) => {}
             other => wrong.push(format!(
                 "{what} MessageRate: {other:?}, load sent {msgs:.1}/s"
             )),
@@ -174,7 +172,7 @@ async fn evaluate_reads_a_real_broker_through_its_redirecting_metrics_url() {
     let throughput = json["metrics"][0]["value"].as_f64();
     let want = (acked + received) * SIZE as f64;
     assert!(
-        throughput.is_some_and(|v| within(v, want, 10.0)),
+        throughput.is_some_and(|v| close(v, want, 10.0)),
         "evaluate read {throughput:?} from {url}, the load sent {want:.0} B/s: {stdout}"
     );
     drop(load);

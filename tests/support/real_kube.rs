@@ -157,15 +157,15 @@ async fn ready_pods(admin: &Client) -> u32 {
     let Ok(list) = pods.list(&Default::default()).await else {
         return 0;
     };
-    list.items
-        .iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count() as u32
+    list.items.iter().filter(|p| is_ready(p)).count() as u32
+}
+
+/// Whether a pod's Ready condition is True.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn sync_loop(
@@ -265,13 +265,7 @@ async fn ensure_pod(pods: &Api<Pod>, name: &str, ip: &str) {
             return;
         }
     }
-    let ready = pods
-        .get(name)
-        .await
-        .ok()
-        .and_then(|p| p.status)
-        .and_then(|s| s.conditions)
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = pods.get(name).await.is_ok_and(|p| is_ready(&p));
     if !ready {
         let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
             "conditions": [{"type": "Ready", "status": "True"}]}});

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::apiserver::{die_with_parent, from_test_env};
+use super::monitoring::free_port;
 
 /// Broker web (admin + `/metrics/`) port, as in Pulsar's Helm chart.
 pub const WEB_PORT: u16 = 8080;
@@ -97,10 +98,6 @@ pub fn loopback_ip(ports: &[u16]) -> String {
             return ip;
         }
     }
-}
-
-fn free_port() -> u16 {
-    super::monitoring::free_port()
 }
 
 /// One JVM of the test Pulsar, with its log in its own directory.
