@@ -191,7 +191,12 @@ pub struct SecretRef {
 
 /// How the broker StatefulSet is scaled.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"),
+    validation = Rule::new("!has(self.scaleUp) || !has(self.scaleUp.drain)").message("drain belongs under scaleDown"),
+    validation = Rule::new("!has(self.scaleDown) || !has(self.scaleDown.rebalance)").message("rebalance belongs under scaleUp"),
+    validation = Rule::new("has(self.admin) || ((!has(self.scaleDown) || !has(self.scaleDown.drain)) && (!has(self.scaleUp) || !has(self.scaleUp.rebalance)))").message("scaleDown.drain and scaleUp.rebalance need brokers.admin"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerSpec {
     /// Name of the broker StatefulSet in the policy's namespace.
@@ -219,6 +224,101 @@ pub struct BrokerSpec {
     /// Predictive scale-up and flap damping. Default: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastSpec>,
+    /// The Pulsar admin API of each broker pod; enables drain before scale-down and rebalance
+    /// after scale-up. Without it, scale-downs remove brokers without moving their bundles first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
+}
+
+/// How the controller reaches each broker pod's admin API: `<scheme>://<pod IP>:<port>`, never
+/// the shared Service, because bundle lists and health answer only on the broker itself.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    /// Admin (web service) port of a broker pod. Default `8080`.
+    #[serde(default = "default_admin_port")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("admin.port must be in [1, 65535]"))]
+    pub port: i32,
+    /// `http` or `https`. Default `http`.
+    #[serde(default)]
+    pub scheme: AdminScheme,
+    /// Credentials for the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AdminAuthSpec>,
+    /// TLS settings for `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+fn default_admin_port() -> i32 {
+    8080
+}
+
+/// Scheme of the broker admin API.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminScheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTPS, verified against `tls.caSecretRef` or the system roots.
+    Https,
+}
+
+/// Credentials for the broker admin API.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminAuthSpec {
+    /// Secret key holding a Pulsar JWT, sent as a bearer token.
+    pub token_secret_ref: SecretKeyRef,
+}
+
+/// Drain before scale-down: move the leaving brokers' bundles onto the others first.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Not drained by then: keep the broker and say why; never remove it blind. Default `5m`.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub timeout: String,
+    /// Bundle unloads per second at most, over all draining brokers. Default `10`.
+    #[serde(default = "default_unloads_per_second")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxUnloadsPerSecond must be in [1, 1000]"))]
+    pub max_unloads_per_second: i32,
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        DrainSpec {
+            timeout: default_drain_timeout(),
+            max_unloads_per_second: default_unloads_per_second(),
+        }
+    }
+}
+
+/// Rebalance after scale-up: once added brokers are Ready, move bundles onto them.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Bundle unloads per second at most. Default `10`.
+    #[serde(default = "default_unloads_per_second")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxUnloadsPerSecond must be in [1, 1000]"))]
+    pub max_unloads_per_second: i32,
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        RebalanceSpec {
+            max_unloads_per_second: default_unloads_per_second(),
+        }
+    }
+}
+
+fn default_drain_timeout() -> String {
+    "5m".into()
+}
+fn default_unloads_per_second() -> i32 {
+    10
 }
 
 /// Pattern of `forecast.horizon`: `auto` or a duration.
@@ -332,6 +432,12 @@ pub struct ScalingRules {
     /// Largest change per action: the larger of the two limits when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_step: Option<MaxStep>,
+    /// Scale-down only, with `admin`: drain the leaving brokers before removing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+    /// Scale-up only, with `admin`: move load onto added brokers once they are Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
 }
 
 impl ScalingRules {
@@ -343,6 +449,8 @@ impl ScalingRules {
                 replicas: Some(4),
                 percent: Some(100),
             }),
+            drain: None,
+            rebalance: None,
         }
     }
 
@@ -354,6 +462,8 @@ impl ScalingRules {
                 replicas: Some(1),
                 percent: None,
             }),
+            drain: None,
+            rebalance: None,
         }
     }
 }

@@ -175,6 +175,27 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str)> {
             "set at least one of brokers or bookies",
         ),
         (
+            "drain-without-admin",
+            brokers_with_metric(
+                "      - {type: Throughput, targetPerBroker: 50Mi}\n    scaleDown: {drain: {timeout: 5m}}\n",
+            ),
+            "scaleDown.drain and scaleUp.rebalance need brokers.admin",
+        ),
+        (
+            "drain-under-scale-up",
+            brokers_with_metric(
+                "      - {type: Throughput, targetPerBroker: 50Mi}\n    admin: {port: 8080}\n    scaleUp: {drain: {}}\n",
+            ),
+            "drain belongs under scaleDown",
+        ),
+        (
+            "admin-port-zero",
+            brokers_with_metric(
+                "      - {type: Throughput, targetPerBroker: 50Mi}\n    admin: {port: 0}\n",
+            ),
+            "admin.port must be in [1, 65535]",
+        ),
+        (
             "bad-duration",
             format!("  interval: 15x\n{BOOKIES}"),
             "should match '^([0-9]+(ms|s|m|h|d))+$'",
