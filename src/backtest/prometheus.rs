@@ -11,8 +11,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 use super::LoadedPolicy;
-use crate::policy::bounded;
 use super::trace::{Column, Row, Trace};
+use crate::policy::bounded;
 
 /// Bytes per second in + out over the policy's brokers (broker-level gauges, already rates).
 pub const THROUGHPUT: &str = r#"sum(pulsar_broker_throughput_in{namespace="{{namespace}}",pod=~"{{statefulset}}-[0-9]+"}) + sum(pulsar_broker_throughput_out{namespace="{{namespace}}",pod=~"{{statefulset}}-[0-9]+"})"#;
@@ -414,7 +414,10 @@ mod tests {
     fn decodes_one_series_and_bounds_server_text() {
         let ok = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"2"],[16,"3"]]}]}}"#;
         let points = decode_range(200, ok, "c", "q").unwrap();
-        assert_eq!(points, vec![(1.0, "2".to_string()), (16.0, "3".to_string())]);
+        assert_eq!(
+            points,
+            vec![(1.0, "2".to_string()), (16.0, "3".to_string())]
+        );
         let long = format!(r#"{{"status":"error","error":"{}"}}"#, "x".repeat(10_000));
         match decode_range(400, &long, "c", "q") {
             Err(FetchError::Server {
