@@ -139,10 +139,11 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     let mut memory = inputs.memory.clone();
     let (raw, forecast_driven) = recommend(inputs, ahead, &seen, &mut memory, &mut reasons);
     let (recommendation, mut limited) = bound(inputs.policy, inputs.current, raw);
+    let level = tolerated_level(&seen, inputs.policy.tolerance, inputs.current);
     let (desired, holding) = stabilize(
         inputs,
         ahead,
-        !seen.usable.is_empty(),
+        (!seen.usable.is_empty()).then_some(level),
         recommendation,
         &mut memory,
         &mut reasons,
@@ -275,7 +276,26 @@ fn recommend(
         reasons,
         plain,
     ));
-    (raw, raw > plain && raw > current)
+    let forecast_driven = raw > plain && raw > current;
+    (flap_raise(inputs, raw, reasons), forecast_driven)
+}
+
+/// While flapping, a scale-up goes straight to the flap level (the fewest brokers that kept the
+/// flap window's load within tolerance): the swings seen come back, and one action that meets
+/// them replaces several that follow each rise.
+fn flap_raise(inputs: &BrokerInputs<'_>, raw: u32, reasons: &mut Vec<String>) -> u32 {
+    let previous = &inputs.memory.ahead;
+    let window = flap_window(inputs.policy);
+    match previous.level_within(inputs.now, window) {
+        Some(level) if previous.holding && raw > inputs.current && level > raw => {
+            reasons.push(format!(
+                "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
+                units::duration(window)
+            ));
+            level
+        }
+        _ => raw,
+    }
 }
 
 /// The recommendation clamped to `[min, max]`, and why the policy cannot reach the raw one
@@ -296,15 +316,41 @@ fn bound(policy: &BrokerPolicy, current: u32, raw: u32) -> (u32, Option<String>)
     (raw.clamp(min, max), limited)
 }
 
+/// Fewest brokers that keep the load seen now within tolerance on every usable metric: the
+/// load in brokers at target (ratio × the brokers it is spread over) over 1 + tolerance. `0`
+/// when no metric is usable.
+fn tolerated_level(seen: &Evaluated, tolerance: f64, current: u32) -> u32 {
+    seen.metrics
+        .iter()
+        .filter(|m| m.proposed_replicas.is_some())
+        .filter_map(|m| m.ratio)
+        .map(|r| {
+            (r * f64::from(current.max(1)) / (1.0 + tolerance) - EPSILON)
+                .ceil()
+                .clamp(0.0, f64::from(u32::MAX)) as u32
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// How far back flap damping looks for the load it holds capacity for: the flap window, or the
+/// scale-down window when that is longer.
+fn flap_window(policy: &BrokerPolicy) -> Duration {
+    flap::FLAP_WINDOW.max(policy.scale_down.window)
+}
+
 /// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
-/// in the down window, counting the one made now; while flapping, down to no lower than the
-/// highest of the flap window. Records the recommendation (when any metric was usable) and the
-/// direction changes in `memory`. Returns the desired replicas (within bounds) and whether flap
-/// damping holds capacity.
+/// in the down window, counting the one made now. While flapping, scale-downs go no lower than
+/// the flap level: the fewest brokers that kept every load of the flap window within tolerance
+/// (so the next swing like those seen needs no scale-up). Flap damping only ever raises the
+/// window's ceiling for scale-downs, never lowers it. Records the recommendation and, with
+/// `ahead`, the level and direction changes in `memory` (only when `level` is given, i.e. some
+/// metric was usable). Returns the desired replicas (within bounds) and whether flap damping
+/// holds capacity.
 fn stabilize(
     inputs: &BrokerInputs<'_>,
     ahead: Option<&Ahead<'_>>,
-    any_usable: bool,
+    level: Option<u32>,
     recommendation: u32,
     memory: &mut BrokerMemory,
     reasons: &mut Vec<String>,
@@ -319,12 +365,13 @@ fn stabilize(
     if ahead.is_some() {
         keep = keep.max(flap::FLAP_WINDOW);
     }
-    if any_usable {
+    if let Some(level) = level {
         if let Some(a) = ahead {
             let previous = inputs.memory.recommendations.last().map(|r| r.1);
             let turns = &mut memory.ahead.turns;
             turns.note(previous, recommendation, now);
             memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
+            memory.ahead.note_level(now, level, flap_window(policy));
         }
         memory.record(now, recommendation, keep);
     }
@@ -335,21 +382,26 @@ fn stabilize(
         (lo.min(recommendation), hi.max(recommendation))
     };
     let (up_floor, _) = in_window(policy.scale_up.window);
-    let (_, mut down_ceiling) = in_window(policy.scale_down.window);
+    let (_, window_ceiling) = in_window(policy.scale_down.window);
+    let (min, max) = (policy.min_replicas, policy.max_replicas);
     let holding = ahead.is_some() && memory.ahead.holding;
+    let mut down_ceiling = window_ceiling;
     let mut flap_message = None;
     if holding {
-        // Scale-downs wait for the highest recommendation of the whole flap window.
-        let (_, hour_high) = in_window(flap::FLAP_WINDOW);
-        let message = flap_message_for(memory.ahead.turns.within(now), hour_high);
-        if hour_high > down_ceiling && current > recommendation {
-            reasons.push(message.clone());
-        }
-        flap_message = Some(message);
-        down_ceiling = down_ceiling.max(hour_high);
+        let level = memory
+            .ahead
+            .level_within(now, flap_window(policy))
+            .unwrap_or(recommendation)
+            .clamp(min, max);
+        let turns = memory.ahead.turns.within(now);
+        flap_message = Some(flap_message_for(turns, level, flap_window(policy)));
+        // Not the highest recommendation of the hour: a crest's recommendation aims at the
+        // target, and one made within tolerance is just the replicas of that moment; the level
+        // is what the swings need.
+        down_ceiling = window_ceiling.max(level);
     }
     if ahead.is_some() {
-        memory.ahead.flap_message = flap_message;
+        memory.ahead.flap_message.clone_from(&flap_message);
     }
     let stabilized = current.max(up_floor).min(down_ceiling);
     if stabilized != recommendation {
@@ -360,12 +412,14 @@ fn stabilize(
             ));
         } else {
             reasons.push(format!(
-                "scale-down stabilization window {}: highest recommendation in it is {down_ceiling}",
+                "scale-down stabilization window {}: highest recommendation in it is {window_ceiling}",
                 units::duration(policy.scale_down.window)
             ));
+            if let Some(message) = flap_message.filter(|_| down_ceiling > window_ceiling) {
+                reasons.push(message);
+            }
         }
     }
-    let (min, max) = (policy.min_replicas, policy.max_replicas);
     let desired = stabilized.clamp(min, max);
     if desired != stabilized {
         reasons.push(format!("bounded to [{min}, {max}]"));
@@ -450,9 +504,9 @@ fn apply_cooldowns(
     }
 }
 
-/// Replicas the forecast asks for, capped while flapping: the held capacity already covers the
-/// swing seen this hour, and a trend extrapolated at the top of a swing must not buy brokers
-/// beyond it.
+/// Replicas the forecast asks for, capped while flapping: the flap level already keeps the swings
+/// seen this hour within tolerance, and a trend extrapolated on the rise of a swing must not buy
+/// brokers beyond it.
 fn forecast_raise(
     inputs: &BrokerInputs<'_>,
     a: &Ahead<'_>,
@@ -462,26 +516,28 @@ fn forecast_raise(
     plain: u32,
 ) -> u32 {
     let wanted = look_ahead(inputs, a, metrics, memory, reasons);
-    let previous = inputs.memory;
-    if previous.ahead.holding
-        && let Some((_, hour_high)) = previous.range_within(inputs.now, flap::FLAP_WINDOW)
-        && wanted > hour_high.max(plain)
+    let previous = &inputs.memory.ahead;
+    let window = flap_window(inputs.policy);
+    if previous.holding
+        && let Some(level) = previous.level_within(inputs.now, window)
+        && wanted > level.max(plain)
     {
-        let cap = hour_high.max(plain);
+        let cap = level.max(plain);
         reasons.push(format!(
-            "forecast capped at {cap} while flapping: the highest recommendation of the last {}",
-            units::duration(flap::FLAP_WINDOW)
+            "forecast capped at {cap} while flapping: the fewest brokers that kept the load of the last {} within tolerance",
+            units::duration(window)
         ));
         return cap;
     }
     wanted
 }
 
-/// Why capacity is held, in words.
-fn flap_message_for(turns: usize, hour_high: u32) -> String {
+/// Why capacity is held, in words: the turns per hour and the held capacity.
+fn flap_message_for(turns: usize, level: u32, window: Duration) -> String {
     format!(
-        "load is flapping: the recommendation changed direction {turns} times in the last {}; scale-downs wait for the highest recommendation in it ({hour_high})",
-        units::duration(flap::FLAP_WINDOW)
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower, scale-ups straight to it)",
+        units::duration(flap::FLAP_WINDOW),
+        units::duration(window)
     )
 }
 
