@@ -696,7 +696,7 @@ pub struct ForecastSeries {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlapStatus {
-    /// Whether scale-downs currently wait for the highest recommendation of the last hour.
+    /// Whether scale-downs currently go no lower than the level the last hour's load needs.
     pub holding: bool,
     /// Direction changes of the recommendation within the last hour.
     pub turns_last_hour: i32,
@@ -712,6 +712,10 @@ pub struct FlapStatus {
     /// Why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Fewest brokers that kept the load within tolerance, as a running maximum over the last
+    /// hour (each entry is the highest since its time): what capacity is held at while flapping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Recommendation>,
 }
 
 /// One remembered recommendation.

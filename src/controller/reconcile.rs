@@ -410,6 +410,15 @@ impl Run<'_> {
             self.event(true, "MetricsUnavailable", "Evaluate", note)
                 .await;
         }
+        let flap = policy.forecast.map(|_| status::Flap {
+            holding: outcome.holding,
+            turns: outcome.memory.ahead.turns.within(self.now),
+            message: outcome.memory.ahead.flap_message.as_deref(),
+        });
+        if let Some(note) = status::set_flapping(&mut self.status, flap, self.generation, self.now)
+        {
+            self.event(false, "Flapping", "Evaluate", note).await;
+        }
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
         let decision = &outcome.decision;
