@@ -13,4 +13,5 @@ pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
+pub mod schema;
 pub mod telemetry;

@@ -34,8 +34,10 @@ enum Command {
     Crd,
     /// Check ScalingPolicy YAML files offline with the rules the API server and controller apply.
     ///
-    /// Prints one line per problem as `file: field.path: what is wrong` (`file#N` for the N-th
-    /// document of a multi-document file) and exits non-zero when any file has a problem.
+    /// Applies what the API server applies (the CRD's schema with strict unknown fields, its CEL
+    /// rules, the object's metadata) and the controller's own rules. Prints one line per problem
+    /// as `file: field.path: what is wrong` (`file#N` for the N-th document of a multi-document
+    /// file), `file: ok` for a file without any, and exits non-zero when any file has a problem.
     Validate {
         /// YAML files, each holding one or more ScalingPolicy documents.
         #[arg(required = true)]
@@ -482,6 +484,9 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{name}: {}", p.problem);
             }
+        }
+        if problems.is_empty() {
+            println!("{name}: ok");
         }
         failed |= !problems.is_empty();
     }
