@@ -4,7 +4,9 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::recorder::Recorder;
 use serde_json::json;
 
 use crate::api::{FIELD_MANAGER, ScalingPolicy, ScalingPolicyStatus};

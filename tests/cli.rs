@@ -87,7 +87,18 @@ fn crd_is_a_structural_v1_definition() {
         .collect();
     assert_eq!(
         columns,
-        ["Target", "Current", "Desired", "Last Action", "Age"]
+        [
+            "Ready",
+            "Target",
+            "Current",
+            "Desired",
+            "Metrics",
+            "Dry Run",
+            "Last Action",
+            "Last Dry Run",
+            "Reason",
+            "Age"
+        ]
     );
     let schema = version
         .schema
