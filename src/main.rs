@@ -16,6 +16,7 @@ use pulsar_autoscaler::evaluate;
 use pulsar_autoscaler::metrics::{self, Credentials, PodEndpoint, Role};
 use pulsar_autoscaler::policy::{self, RateLimit};
 use pulsar_autoscaler::quantity;
+use pulsar_autoscaler::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -122,6 +123,16 @@ struct RunArgs {
     /// InsecureSkipVerifyForbidden) instead of only warning about them.
     #[arg(long)]
     forbid_insecure_skip_verify: bool,
+    /// Log lines on stderr: `text` (coloured only on a terminal; `NO_COLOR` turns colour off)
+    /// or `json` (one object per line). `RUST_LOG` sets the level (default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_allowed_source(text: &str) -> Result<policy::AllowedSource, String> {
@@ -191,11 +202,28 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            // The cause chain on one line; a backtrace helps nobody who mistyped a file name.
-            eprintln!("error: {e:#}");
+            // The cause chain on one line, each cause once; a backtrace helps nobody who
+            // mistyped a file name.
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An `anyhow` error's context and causes on one line, skipping a cause the text already holds.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -224,7 +252,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
-    pulsar_autoscaler::telemetry::init_tracing();
+    pulsar_autoscaler::telemetry::init_tracing(match args.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    });
     let identity = args.identity.unwrap_or_else(|| {
         let host =
             std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "pulsar-autoscaler".into());

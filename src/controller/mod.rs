@@ -275,7 +275,7 @@ impl Context {
 }
 
 fn error_policy(sp: Arc<ScalingPolicy>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(policy = %sp.name_any(), kind = error.label(), error = %error, "reconcile failed");
+    tracing::warn!(policy = %sp.name_any(), kind = error.label(), error = %telemetry::chain(error), "reconcile failed");
     Requeue::requeue(Duration::from_secs(30))
 }
 

@@ -239,7 +239,7 @@ impl Run<'_> {
             self.condition(kind::READY, true, "Evaluated", "the policy was evaluated");
         } else {
             for p in &problems {
-                tracing::warn!(policy = %self.name, namespace = %self.namespace, error = %p, "evaluation failed");
+                tracing::warn!(policy = %self.name, namespace = %self.namespace, error = %crate::telemetry::chain(p), "evaluation failed");
             }
             let (reason, message) = not_ready(&problems, &self.not_ready);
             self.not_ready_event(reason, &message).await;
