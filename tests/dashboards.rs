@@ -1,4 +1,4 @@
-//! The Grafana dashboards of `dashboards/` and the alert rules of `deploy/prometheusrule.yaml`:
+//! The Grafana dashboards of `dashboards/` and the alert rules of `deploy/monitoring/prometheusrule.yaml`:
 //! well-formed for import and for `promtool`, and, in an end-to-end run (API server, emulator,
 //! Prometheus, the controller as a subprocess, a second Prometheus scraping the controller as the
 //! ServiceMonitor would), every query returns data, every metric they name is one the controller
@@ -110,7 +110,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// The rule groups of the PrometheusRule, as a Prometheus rules file.
 fn rule_groups() -> Value {
     let rule: Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string("deploy/prometheusrule.yaml").expect("deploy/prometheusrule.yaml"),
+        &std::fs::read_to_string("deploy/monitoring/prometheusrule.yaml")
+            .expect("deploy/monitoring/prometheusrule.yaml"),
     )
     .expect("PrometheusRule YAML");
     json!({"groups": rule["spec"]["groups"].clone()})
@@ -509,7 +510,7 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
         .map(String::from)
         .collect();
     let mut referenced =
-        metric_names(&std::fs::read_to_string("deploy/prometheusrule.yaml").unwrap());
+        metric_names(&std::fs::read_to_string("deploy/monitoring/prometheusrule.yaml").unwrap());
     for (file, d) in dashboards() {
         for name in metric_names(&d.to_string()) {
             assert!(
