@@ -105,6 +105,8 @@ pub struct Metrics {
     pub metrics_available: Family<PolicyLabels, Gauge>,
     /// 1 when scaling is limited (bounds, steps, cooldowns).
     pub scaling_limited: Family<PolicyLabels, Gauge>,
+    /// 1 when the policy can do its job (its `Ready` condition is True).
+    pub policy_ready: Family<PolicyLabels, Gauge>,
     /// Used percent of each claim.
     pub claim_used_percent: Family<ClaimLabels, GaugeF>,
     /// Capacity of each claim in bytes.
@@ -163,6 +165,7 @@ impl Metrics {
             max_replicas: Family::default(),
             metrics_available: Family::default(),
             scaling_limited: Family::default(),
+            policy_ready: Family::default(),
             claim_used_percent: Family::default(),
             claim_capacity_bytes: Family::default(),
             claim_max_size_bytes: Family::default(),
@@ -221,6 +224,11 @@ impl Metrics {
             "metrics_available",
             "1 when every metric of the policy had usable data",
             m.metrics_available.clone(),
+        );
+        r.register(
+            "policy_ready",
+            "1 when the policy can do its job (Ready condition True); 0 names no reason, the condition does",
+            m.policy_ready.clone(),
         );
         r.register(
             "scaling_limited",
@@ -341,6 +349,7 @@ impl Metrics {
             &self.max_replicas,
             &self.metrics_available,
             &self.scaling_limited,
+            &self.policy_ready,
         ] {
             family.remove(&l);
         }

@@ -109,6 +109,17 @@ async fn each_broken_policy_is_not_ready_with_its_reason_and_one_event() {
     }
     // The counter names what failed: the refused connection, not a generic `query`.
     let text = c.metrics().await;
+    // Readiness is exported for the PulsarAutoscalerPolicyNotReady alert.
+    for (name, _, _, _) in &cases {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("pulsar_autoscaler_policy_ready{")
+                    && l.contains(&format!("policy=\"{name}\""))
+            })
+            .unwrap_or_else(|| panic!("{name}: no pulsar_autoscaler_policy_ready series"));
+        assert!(line.ends_with(" 0"), "{line}");
+    }
     assert!(
         counter(
             &text,

@@ -600,6 +600,12 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
     p.stop_prometheus();
     let unavailable = wait_firing(&monitor, "PulsarAutoscalerMetricsUnavailable").await;
     assert_eq!(unavailable["policy"], "brokers", "{unavailable}");
+    // Without its source the policy cannot do its job: Ready False, and the alert says so.
+    let not_ready = wait_firing(&monitor, "PulsarAutoscalerPolicyNotReady").await;
+    assert!(
+        ["brokers", "disks"].contains(&not_ready["policy"].as_str().unwrap_or_default()),
+        "{not_ready}"
+    );
     wait_firing(&monitor, "PulsarAutoscalerSourceErrors").await;
     assert!(
         firing(&monitor, "PulsarAutoscalerDown").await.is_err(),
@@ -662,6 +668,7 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
         "PulsarBookieClaimNearlyFull",
         "PulsarAutoscalerActionsRateLimited",
         "PulsarAutoscalerMetricsUnavailable",
+        "PulsarAutoscalerPolicyNotReady",
         "PulsarAutoscalerSourceErrors",
         "PulsarAutoscalerDown",
         "PulsarAutoscalerNoLeader",

@@ -130,6 +130,7 @@ impl Run<'_> {
                     "SpecInvalid",
                     "fix the spec; see the Invalid condition",
                 );
+                self.export_ready(false);
                 if !was_invalid {
                     self.event(true, "InvalidSpec", "Validate", message.clone())
                         .await;
@@ -149,6 +150,7 @@ impl Run<'_> {
                 refusal.reason,
                 "the controller refuses this policy; see the Invalid condition",
             );
+            self.export_ready(false);
             if !was_invalid {
                 self.event(true, refusal.reason, "Validate", refusal.message)
                     .await;
@@ -177,6 +179,8 @@ impl Run<'_> {
                 "spec.suspend is true: nothing is evaluated or changed",
             );
             self.condition(kind::READY, false, "Suspended", "spec.suspend is true");
+            // Suspended on purpose: no readiness to alert on.
+            self.ctx.metrics.policy_ready.remove(&self.labels());
             self.write_status().await?;
             return Ok(Requeue::requeue(policy.interval));
         }
@@ -235,7 +239,9 @@ impl Run<'_> {
                 "no action was dropped in the last evaluation",
             ),
         }
-        if problems.is_empty() && self.not_ready.is_empty() {
+        let ready = problems.is_empty() && self.not_ready.is_empty();
+        self.export_ready(ready);
+        if ready {
             self.condition(kind::READY, true, "Evaluated", "the policy was evaluated");
         } else {
             for p in &problems {
@@ -331,6 +337,15 @@ impl Run<'_> {
             note,
         )
         .await;
+    }
+
+    /// `pulsar_autoscaler_policy_ready`, for the alert on policies that cannot do their job.
+    fn export_ready(&self, ready: bool) {
+        self.ctx
+            .metrics
+            .policy_ready
+            .get_or_create(&self.labels())
+            .set(i64::from(ready));
     }
 
     /// One Warning Event when Ready turns False or its reason changes (not every interval).
