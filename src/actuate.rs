@@ -129,6 +129,8 @@ pub async fn apply_status(
 }
 
 /// Publishes an Event on the policy; failures are logged, never fatal (Events are best effort).
+/// The note says what first and why after the first `": "`; what identifies the Event, so a
+/// repeat joins its series and another action is an Event of its own (`crate::recorder`).
 pub async fn event(
     recorder: &Recorder,
     policy: &ObjectReference,

@@ -1,8 +1,11 @@
 //! Publishes Events so that each distinct one stays visible. kube's `Recorder` folds every
 //! Event with the same type, reason and action about an object into one series that keeps the
 //! first note: a second scale-up would show as the first, three claim expansions as one. Here
-//! the note is part of the identity: the same note again joins its series, a new note is an
-//! Event of its own.
+//! what the note is about is part of the identity: a note says what first and why after the
+//! first `": "` (`statefulset/pulsar-broker 3 → 5: throughput …`, `pvc/ledgers-bookie-0 50 GiB →
+//! 60 GiB: …`); the part before it identifies the Event. The same subject again joins its series
+//! (a dropped action retried every interval, whose wait time changes, stays one Event with a
+//! count), another subject is an Event of its own.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -83,10 +86,15 @@ fn identity(ev: &Event, reference: &ObjectReference) -> u64 {
         matches!(ev.type_, EventType::Warning),
         &ev.reason,
         &ev.action,
-        &ev.note,
+        ev.note.as_deref().map(subject),
     )
         .hash(&mut h);
     h.finish()
+}
+
+/// What a note is about: the text before its first `": "` (all of it when there is none).
+fn subject(note: &str) -> &str {
+    note.split_once(": ").map_or(note, |(what, _)| what)
 }
 
 #[cfg(test)]
@@ -110,13 +118,32 @@ mod tests {
             namespace: Some("ns".into()),
             ..Default::default()
         };
-        let first = identity(&event("statefulset/b 3 → 5"), &policy);
-        assert_eq!(first, identity(&event("statefulset/b 3 → 5"), &policy));
-        assert_ne!(first, identity(&event("statefulset/b 5 → 7"), &policy));
+        let first = identity(&event("statefulset/b 3 → 5: load"), &policy);
+        assert_eq!(
+            first,
+            identity(&event("statefulset/b 3 → 5: load"), &policy)
+        );
+        assert_ne!(
+            first,
+            identity(&event("statefulset/b 5 → 7: load"), &policy)
+        );
+        // The same action dropped again, with a new wait time, is the same Event.
+        let dropped = |wait: &str| {
+            let mut e = event(&format!(
+                "statefulset/b 3 → 5 not carried out: rate limit; next in {wait}"
+            ));
+            e.reason = "ActionDropped".into();
+            identity(&e, &policy)
+        };
+        assert_eq!(dropped("12s"), dropped("8s"));
+        assert_ne!(
+            identity(&event("pvc/ledgers-b-0 50 GiB → 60 GiB: 85%"), &policy),
+            identity(&event("pvc/ledgers-b-1 50 GiB → 60 GiB: 85%"), &policy)
+        );
         let other = ObjectReference {
             name: Some("q".into()),
             ..policy.clone()
         };
-        assert_ne!(first, identity(&event("statefulset/b 3 → 5"), &other));
+        assert_ne!(first, identity(&event("statefulset/b 3 → 5: load"), &other));
     }
 }

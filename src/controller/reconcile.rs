@@ -544,7 +544,6 @@ impl Run<'_> {
             ),
             Availability::NotEvaluated => (false, "NotEvaluated", "not evaluated".to_string()),
         };
-        let first = !status::has(&self.status, kind::METRICS_AVAILABLE);
         self.condition(kind::METRICS_AVAILABLE, value, reason, &message);
         self.ctx
             .metrics
@@ -560,8 +559,9 @@ impl Run<'_> {
             };
             self.not_ready.push((why, message.clone()));
         }
-        let evaluated = !matches!(outcome.availability, Availability::NotEvaluated);
-        ((was || first) && !value && evaluated).then_some(message)
+        // Data that was never there is a Ready=False reason with its own Event (NoData); this
+        // Event marks data going away.
+        (was && !value).then_some(message)
     }
 
     /// Carries out a changing decision unless dry-run, a safety clamp or a rate limit stops it;
@@ -587,7 +587,7 @@ impl Run<'_> {
                     false,
                     &format!("DryRun{action}"),
                     &action,
-                    format!("dry run, not carried out: {span}: {reason}"),
+                    format!("{span}: dry run, not carried out: {reason}"),
                 )
                 .await;
             }
@@ -857,23 +857,21 @@ impl Run<'_> {
             .map(String::as_str)
             .collect();
         if !unmatched.is_empty() || claims.is_empty() {
-            let named = if unmatched.is_empty() {
-                "no volumeClaimTemplate".to_string()
-            } else {
-                format!("volumeClaimTemplates [{}]", unmatched.join(", "))
-            };
-            self.not_ready.push((
-                "ClaimsNotFound",
+            let found: Vec<&str> = claims.iter().map(|c| c.state.name.as_str()).collect();
+            let message = if unmatched.is_empty() {
                 format!(
-                    "{named} of statefulset/{sts} matched no claim (claims are named \
-                     <template>-{sts}-<ordinal>; found: [{}])",
-                    claims
-                        .iter()
-                        .map(|c| c.state.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+                    "statefulset/{sts} has no claims to watch: it has no volumeClaimTemplates, or \
+                     none of its claims exists"
+                )
+            } else {
+                format!(
+                    "volumeClaimTemplates [{}] match no claim of statefulset/{sts} (claims are \
+                     named <template>-{sts}-<ordinal>; found: [{}])",
+                    unmatched.join(", "),
+                    found.join(", ")
+                )
+            };
+            self.not_ready.push(("ClaimsNotFound", message));
             return;
         }
         let no_usage = claims.iter().all(|c| {
