@@ -209,6 +209,13 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         ));
         forecast_driven = raw > plain && raw > current;
     }
+    if let Some(s) = memory.settling.filter(|s| s.active(now))
+        && raw > current
+    {
+        reasons.push(settling_reason(s, raw, current));
+        raw = current;
+        forecast_driven = false;
+    }
     let mut limited = None;
     if raw > max {
         limited = Some(format!(
@@ -376,6 +383,25 @@ fn forecast_raise(
         return cap;
     }
     wanted
+}
+
+/// Why no further scale-up is made while added brokers settle, in words.
+///
+/// An added broker that carries no bundles yet still reports its idle heap, so summing
+/// utilization over brokers (HPA semantics) counts it as load and asks for one more broker; and
+/// while bundles move, the broker that lost one reports its old rate until its next stats
+/// refresh, so a cluster total counts the bundle twice. Neither is load that a broker more would
+/// carry.
+fn settling_reason(s: super::Settling, wanted: u32, current: u32) -> String {
+    let until = match s.until {
+        None => "the rebalance is moving bundles onto them".to_string(),
+        Some(t) => format!("their rates settle until {t}"),
+    };
+    format!(
+        "{} added broker(s) not carrying their share yet ({until}): {wanted} wanted, holding \
+         {current} until then",
+        s.brokers
+    )
 }
 
 /// Why capacity is held, in words.
