@@ -51,6 +51,8 @@ struct Run<'a> {
     status: ScalingPolicyStatus,
     state: PolicyState,
     rate_limited: Option<String>,
+    /// Requeue sooner than the interval (a rebalance in progress).
+    soon: Option<Duration>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -99,6 +101,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         state,
         key,
         rate_limited: None,
+        soon: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -246,7 +249,10 @@ impl Run<'_> {
             self.condition(kind::READY, false, "TargetUnavailable", &message);
         }
         self.write_status().await?;
-        Ok(Requeue::requeue(policy.interval))
+        let after = self
+            .soon
+            .map_or(policy.interval, |d| d.min(policy.interval));
+        Ok(Requeue::requeue(after))
     }
 }
 
@@ -455,8 +461,106 @@ impl Run<'_> {
             ..BrokerStatus::default()
         };
         memory.write_status(&mut status);
+        status.rebalance = self
+            .rebalance(
+                policy,
+                brokers,
+                &outcome,
+                (current, replicas_now),
+                previous.rebalance,
+            )
+            .await;
         self.status.brokers = Some(status);
         Ok(())
+    }
+
+    /// Starts, continues or stops the rebalance after a scale-up; returns its new status.
+    async fn rebalance(
+        &mut self,
+        policy: &Policy,
+        brokers: &policy::BrokerPolicy,
+        outcome: &BrokerOutcome,
+        (before, now_replicas): (u32, u32),
+        previous: Option<crate::api::RebalanceStatus>,
+    ) -> Option<crate::api::RebalanceStatus> {
+        use super::rebalance::{self as rb, state};
+        let spec = self.sp.spec.brokers.as_ref();
+        let admin = spec.and_then(|b| b.admin.clone());
+        let settings = spec.and_then(|b| b.scale_up.rebalance.clone());
+        let labels = self.labels();
+        let m = &self.ctx.metrics.rebalance;
+        let scaled_up = outcome.decision.action == Action::ScaleUp && now_replicas > before;
+        let mut r = match (previous, &admin, &settings) {
+            (previous, Some(_), Some(_)) if scaled_up => {
+                Some(rb::begin(previous.as_ref(), before, now_replicas, self.now))
+            }
+            (Some(mut r), _, _) if rb::active(&r) => {
+                if admin.is_none() || settings.is_none() {
+                    rb::end(
+                        &mut r,
+                        state::STOPPED,
+                        "scaleUp.rebalance or brokers.admin was removed",
+                        self.now,
+                    );
+                } else if outcome.decision.action == Action::ScaleDown && !policy.dry_run
+                    || now_replicas < r.to_replicas.max(0) as u32
+                {
+                    let why = format!(
+                        "a scale-down to {} was decided: load is not moved onto brokers that may go",
+                        outcome.decision.to
+                    );
+                    rb::end(&mut r, state::STOPPED, why, self.now);
+                }
+                Some(r)
+            }
+            (previous, _, _) => previous,
+        };
+        if let Some(rs) = r.as_mut()
+            && rb::active(rs)
+            && let (Some(admin), Some(settings)) = (&admin, &settings)
+        {
+            if policy.dry_run {
+                rs.message = Some("paused: spec.dryRun is true, no bundle is moved".into());
+            } else {
+                let stepped = rb::step(
+                    &self.ctx.client,
+                    &self.namespace,
+                    &brokers.stateful_set,
+                    admin,
+                    settings.max_unloads_per_second.max(1) as u32,
+                    rs,
+                    self.now,
+                )
+                .await;
+                if stepped.moved > 0 {
+                    m.bundles_moved
+                        .get_or_create(&labels)
+                        .inc_by(u64::from(stepped.moved));
+                }
+                if stepped.failed > 0 {
+                    m.failures
+                        .get_or_create(&labels)
+                        .inc_by(u64::from(stepped.failed));
+                }
+                for n in stepped.notes {
+                    self.event(n.warning, n.reason, "Rebalance", n.message)
+                        .await;
+                }
+            }
+            if rb::active(rs) {
+                self.soon = Some(rb::AGAIN);
+            }
+        }
+        if let Some(rs) = &r {
+            m.in_progress
+                .get_or_create(&labels)
+                .set(i64::from(rb::active(rs)));
+            let end = rs.finished_at.as_ref().map_or(self.now, |t| t.0);
+            m.duration
+                .get_or_create(&labels)
+                .set(crate::decide::elapsed(end, rs.started_at.0).as_secs_f64());
+        }
+        r
     }
 
     /// Sets MetricsAvailable; returns the Event to publish when data just went missing.
