@@ -487,80 +487,82 @@ impl Run<'_> {
         let spec = self.sp.spec.brokers.as_ref();
         let admin = spec.and_then(|b| b.admin.clone());
         let settings = spec.and_then(|b| b.scale_up.rebalance.clone());
-        let labels = self.labels();
-        let m = &self.ctx.metrics.rebalance;
         let scaled_up = outcome.decision.action == Action::ScaleUp && now_replicas > before;
         let mut r = match (previous, &admin, &settings) {
             (previous, Some(_), Some(_)) if scaled_up => {
                 Some(rb::begin(previous.as_ref(), before, now_replicas, self.now))
             }
-            (Some(mut r), _, _) if rb::active(&r) => {
-                if admin.is_none() || settings.is_none() {
-                    rb::end(
-                        &mut r,
-                        state::STOPPED,
-                        "scaleUp.rebalance or brokers.admin was removed",
-                        self.now,
-                    );
-                } else if outcome.decision.action == Action::ScaleDown && !policy.dry_run
-                    || now_replicas < r.to_replicas.max(0) as u32
-                {
-                    let why = format!(
-                        "a scale-down to {} was decided: load is not moved onto brokers that may go",
-                        outcome.decision.to
-                    );
-                    rb::end(&mut r, state::STOPPED, why, self.now);
-                }
-                Some(r)
-            }
             (previous, _, _) => previous,
         };
-        if let Some(rs) = r.as_mut()
-            && rb::active(rs)
-            && let (Some(admin), Some(settings)) = (&admin, &settings)
+        let rs = r.as_mut()?;
+        let stop = if !rb::active(rs) {
+            None
+        } else if policy.dry_run {
+            Some("spec.dryRun was switched on: no bundle is moved".to_string())
+        } else if admin.is_none() || settings.is_none() {
+            Some("scaleUp.rebalance or brokers.admin was removed".to_string())
+        } else if outcome.decision.action == Action::ScaleDown
+            || now_replicas < rs.to_replicas.max(0) as u32
         {
-            if policy.dry_run {
-                rs.message = Some("paused: spec.dryRun is true, no bundle is moved".into());
-            } else {
-                let stepped = rb::step(
-                    &self.ctx.client,
-                    &self.namespace,
-                    &brokers.stateful_set,
-                    admin,
-                    settings.max_unloads_per_second.max(1) as u32,
-                    rs,
-                    self.now,
-                )
+            Some(format!(
+                "a scale-down to {} was decided: load is not moved onto brokers that may go",
+                outcome.decision.to
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = stop {
+            rb::end(rs, state::STOPPED, why.clone(), self.now);
+            self.event(false, "RebalanceStopped", "Rebalance", why)
                 .await;
-                if stepped.moved > 0 {
-                    m.bundles_moved
-                        .get_or_create(&labels)
-                        .inc_by(u64::from(stepped.moved));
-                }
-                if stepped.failed > 0 {
-                    m.failures
-                        .get_or_create(&labels)
-                        .inc_by(u64::from(stepped.failed));
-                }
-                for n in stepped.notes {
-                    self.event(n.warning, n.reason, "Rebalance", n.message)
-                        .await;
-                }
+        }
+        if let (true, Some(admin), Some(settings)) = (rb::active(rs), &admin, &settings) {
+            let per_second = settings.max_unloads_per_second.max(1) as u32;
+            let stepped = rb::step(
+                &self.ctx.client,
+                &self.namespace,
+                &brokers.stateful_set,
+                admin,
+                per_second,
+                rs,
+                self.now,
+            )
+            .await;
+            self.export_rebalance_step(&stepped);
+            for n in stepped.notes {
+                self.event(n.warning, n.reason, "Rebalance", n.message)
+                    .await;
             }
             if rb::active(rs) {
                 self.soon = Some(rb::AGAIN);
             }
         }
-        if let Some(rs) = &r {
-            m.in_progress
-                .get_or_create(&labels)
-                .set(i64::from(rb::active(rs)));
-            let end = rs.finished_at.as_ref().map_or(self.now, |t| t.0);
-            m.duration
-                .get_or_create(&labels)
-                .set(crate::decide::elapsed(end, rs.started_at.0).as_secs_f64());
-        }
+        let labels = self.labels();
+        let m = &self.ctx.metrics.rebalance;
+        m.in_progress
+            .get_or_create(&labels)
+            .set(i64::from(rb::active(rs)));
+        let end = rs.finished_at.as_ref().map_or(self.now, |t| t.0);
+        m.duration
+            .get_or_create(&labels)
+            .set(crate::decide::elapsed(end, rs.started_at.0).as_secs_f64());
         r
+    }
+
+    /// Counts what one rebalance step moved and what failed.
+    fn export_rebalance_step(&self, stepped: &super::rebalance::Stepped) {
+        let labels = self.labels();
+        let m = &self.ctx.metrics.rebalance;
+        if stepped.moved > 0 {
+            m.bundles_moved
+                .get_or_create(&labels)
+                .inc_by(u64::from(stepped.moved));
+        }
+        if stepped.failed > 0 {
+            m.failures
+                .get_or_create(&labels)
+                .inc_by(u64::from(stepped.failed));
+        }
     }
 
     /// Sets MetricsAvailable; returns the Event to publish when data just went missing.
