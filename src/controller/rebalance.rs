@@ -153,8 +153,7 @@ pub async fn step(
     now: Timestamp,
 ) -> Stepped {
     let mut out = Stepped::default();
-    let since = elapsed(now, r.started_at.0);
-    if since > GIVE_UP {
+    if elapsed(now, r.started_at.0) > GIVE_UP {
         let why = format!(
             "not balanced {} after the scale-up: given up ({})",
             humantime::format_duration(GIVE_UP),
@@ -163,112 +162,19 @@ pub async fn step(
         fail(r, &mut out, why, now);
         return out;
     }
-    let settings = match admin_settings(admin) {
-        Ok(s) => s,
-        Err(why) => {
-            fail(r, &mut out, why, now);
-            return out;
-        }
-    };
-    let client_admin = match AdminClient::new(settings) {
-        Ok(c) => c,
-        Err(e) => {
-            fail(r, &mut out, e.to_string(), now);
-            return out;
-        }
-    };
-    let pods = match broker_pods(client, namespace, sts).await {
-        Ok(p) => p,
-        Err(why) => {
-            // The API server, not the brokers: the overall deadline bounds this.
-            r.message = Some(why);
-            return out;
-        }
-    };
-    let (from, to) = (r.from_replicas.max(0) as u32, r.to_replicas.max(0) as u32);
-    let not_ready: Vec<&str> = pods
-        .iter()
-        .filter(|p| p.ordinal < to && !(p.ready && p.ip.is_some()))
-        .map(|p| p.name.as_str())
-        .collect();
-    let missing = (0..to).filter(|i| !pods.iter().any(|p| p.ordinal == *i));
-    let missing: Vec<String> = missing.map(|i| format!("{sts}-{i}")).collect();
-    if !not_ready.is_empty() || !missing.is_empty() {
-        let mut names: Vec<String> = not_ready.iter().map(|s| s.to_string()).collect();
-        names.extend(missing);
-        r.message = Some(format!("waiting for {} to be Ready", names.join(", ")));
-        return out;
-    }
-    let live: Vec<&BrokerPod> = pods.iter().filter(|p| p.ordinal < to).collect();
-    let Some(first) = live.iter().find(|p| p.ordinal < from).or(live.first()) else {
-        r.message = Some("no broker pod".into());
-        return out;
-    };
-    let first_ip = first.ip.clone().unwrap_or_default();
-    // The cluster name and the registered brokers, asked of a broker that was there before.
-    let cluster = match client_admin.runtime_config(&first_ip).await {
-        Ok(c) => c.get("clusterName").cloned().unwrap_or_default(),
-        Err(e) => {
-            failure(r, &mut out, e.to_string(), now);
-            return out;
-        }
-    };
-    let registered = match client_admin.active_brokers(&first_ip, &cluster).await {
-        Ok(a) => a,
-        Err(e) => {
-            failure(r, &mut out, e.to_string(), now);
-            return out;
-        }
-    };
-    let mut ids: BTreeMap<u32, String> = BTreeMap::new();
-    for p in &live {
-        if let Some(id) =
-            p.ip.as_deref()
-                .and_then(|ip| broker_id(&registered, &p.name, ip))
-        {
-            ids.insert(p.ordinal, id);
-        }
-    }
-    let unregistered: Vec<&str> = live
-        .iter()
-        .filter(|p| p.ordinal >= from && !ids.contains_key(&p.ordinal))
-        .map(|p| p.name.as_str())
-        .collect();
-    if !unregistered.is_empty() {
-        r.message = Some(format!(
-            "waiting for {} to register with the cluster (GET /admin/v2/brokers/{cluster})",
-            unregistered.join(", ")
-        ));
-        return out;
-    }
-    let mut holdings = Vec::new();
-    let mut hosts = BTreeMap::new();
-    for p in &live {
-        let Some(id) = ids.get(&p.ordinal) else {
-            // An old broker that is not registered (stopping, restarting) neither gives nor counts.
-            continue;
-        };
-        let ip = p.ip.clone().unwrap_or_default();
-        match client_admin.owned_bundles(&ip, &cluster, id).await {
-            Ok(b) => holdings.push(Holding {
-                broker: id.clone(),
-                bundles: b.iter().map(ToString::to_string).collect(),
-                added: p.ordinal >= from,
-            }),
-            Err(e) => {
-                failure(r, &mut out, e.to_string(), now);
+    let api =
+        match admin_settings(admin).and_then(|s| AdminClient::new(s).map_err(|e| e.to_string())) {
+            Ok(c) => c,
+            Err(why) => {
+                fail(r, &mut out, why, now);
                 return out;
             }
-        }
-        hosts.insert(id.clone(), (ip, p.name.clone()));
-    }
-    let budget = rebalance::budget(per_second, STEP);
-    let plan = rebalance::plan(&holdings, budget);
+        };
+    let Some(cluster) = look(client, &api, namespace, sts, r, &mut out, now).await else {
+        return out;
+    };
+    let plan = rebalance::plan(&cluster.holdings, rebalance::budget(per_second, STEP));
     r.fair_share = Some(plan.fair_share as i32);
-    let mut counts: BTreeMap<String, usize> = holdings
-        .iter()
-        .map(|h| (h.broker.clone(), h.bundles.len()))
-        .collect();
     if r.state == state::WAITING && !plan.moves.is_empty() {
         r.state = state::MOVING.into();
         out.notes.push(Note {
@@ -276,40 +182,19 @@ pub async fn step(
             reason: "RebalanceStarted",
             message: format!(
                 "moving bundles onto {} at up to {per_second}/s: fair share {} bundles each",
-                added_names(&holdings, &hosts),
+                added_names(&cluster.holdings, &cluster.hosts),
                 plan.fair_share
             ),
         });
     }
-    let pause = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
-    for (i, m) in plan.moves.iter().enumerate() {
-        if i > 0 {
-            tokio::time::sleep(pause).await;
-        }
-        let (Some(bundle), Some((host, _))) = (Bundle::parse(&m.bundle), hosts.get(&m.from)) else {
-            continue;
-        };
-        match client_admin
-            .unload(host, &bundle, Some(&m.to), &registered)
-            .await
-        {
-            Ok(()) => {
-                r.bundles_moved += 1;
-                out.moved += 1;
-                *counts.entry(m.from.clone()).or_default() -= 1;
-                *counts.entry(m.to.clone()).or_default() += 1;
-            }
-            Err(e) => {
-                failure(r, &mut out, e.to_string(), now);
-                break;
-            }
-        }
-    }
-    r.added_brokers = holdings
+    let counts = carry_out(&api, &cluster, &plan.moves, per_second, r, &mut out, now).await;
+    r.added_brokers = cluster
+        .holdings
         .iter()
         .filter(|h| h.added)
         .map(|h| RebalanceBroker {
-            pod: hosts
+            pod: cluster
+                .hosts
                 .get(&h.broker)
                 .map(|(_, n)| n.clone())
                 .unwrap_or_default(),
@@ -317,10 +202,10 @@ pub async fn step(
             bundles: counts.get(&h.broker).copied().unwrap_or(0) as i32,
         })
         .collect();
-    if !active(r) {
+    if !active(r) || out.failed > 0 {
         return out;
     }
-    if plan.balanced && out.failed == 0 && out.moved as usize == plan.moves.len() {
+    if plan.balanced && out.moved as usize == plan.moves.len() {
         let carried: Vec<String> = r
             .added_brokers
             .iter()
@@ -338,13 +223,163 @@ pub async fn step(
             reason: "Rebalanced",
             message: why,
         });
-    } else if out.failed == 0 {
+    } else {
         r.message = Some(format!(
             "moved {} bundles so far; fair share {}",
             r.bundles_moved, plan.fair_share
         ));
     }
     out
+}
+
+/// Who owns what, as one step found it.
+struct Cluster {
+    /// Each registered broker's bundles.
+    holdings: Vec<Holding>,
+    /// Broker id → (pod IP, pod name).
+    hosts: BTreeMap<String, (String, String)>,
+    /// Ids of the registered brokers: where unload redirects may go.
+    registered: Vec<String>,
+}
+
+/// Finds the brokers and their bundles; `None` (with the reason in the status) while the added
+/// brokers are not Ready or registered, or when an admin call failed.
+async fn look(
+    client: &Client,
+    api: &AdminClient,
+    namespace: &str,
+    sts: &str,
+    r: &mut RebalanceStatus,
+    out: &mut Stepped,
+    now: Timestamp,
+) -> Option<Cluster> {
+    let (from, to) = (r.from_replicas.max(0) as u32, r.to_replicas.max(0) as u32);
+    let pods = match broker_pods(client, namespace, sts).await {
+        Ok(p) => p,
+        Err(why) => {
+            // The API server, not the brokers: the overall deadline bounds this.
+            r.message = Some(why);
+            return None;
+        }
+    };
+    let live: Vec<&BrokerPod> = pods.iter().filter(|p| p.ordinal < to).collect();
+    let waiting: Vec<String> = (0..to)
+        .filter(|i| {
+            !live
+                .iter()
+                .any(|p| p.ordinal == *i && p.ready && p.ip.is_some())
+        })
+        .map(|i| format!("{sts}-{i}"))
+        .collect();
+    if !waiting.is_empty() {
+        r.message = Some(format!("waiting for {} to be Ready", waiting.join(", ")));
+        return None;
+    }
+    // The cluster name and the registered brokers, asked of a broker that was there before.
+    let first = live.iter().find(|p| p.ordinal < from).or(live.first())?;
+    let first_ip = first.ip.clone().unwrap_or_default();
+    let answer = async {
+        let config = api.runtime_config(&first_ip).await?;
+        let name = config.get("clusterName").cloned().unwrap_or_default();
+        let registered = api.active_brokers(&first_ip, &name).await?;
+        Ok::<_, crate::admin::AdminError>((name, registered))
+    };
+    let (name, registered) = match answer.await {
+        Ok(a) => a,
+        Err(e) => {
+            failure(r, out, e.to_string(), now);
+            return None;
+        }
+    };
+    let ids: BTreeMap<u32, String> = live
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.ordinal,
+                broker_id(&registered, &p.name, p.ip.as_deref()?)?,
+            ))
+        })
+        .collect();
+    let unregistered: Vec<&str> = live
+        .iter()
+        .filter(|p| p.ordinal >= from && !ids.contains_key(&p.ordinal))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !unregistered.is_empty() {
+        r.message = Some(format!(
+            "waiting for {} to register with the cluster (GET /admin/v2/brokers/{name})",
+            unregistered.join(", ")
+        ));
+        return None;
+    }
+    let mut cluster = Cluster {
+        holdings: Vec::new(),
+        hosts: BTreeMap::new(),
+        registered,
+    };
+    // An old broker that is not registered (stopping, restarting) neither gives nor counts.
+    for p in live.iter().filter(|p| ids.contains_key(&p.ordinal)) {
+        let id = ids[&p.ordinal].clone();
+        let ip = p.ip.clone().unwrap_or_default();
+        match api.owned_bundles(&ip, &name, &id).await {
+            Ok(b) => cluster.holdings.push(Holding {
+                broker: id.clone(),
+                bundles: b.iter().map(ToString::to_string).collect(),
+                added: p.ordinal >= from,
+            }),
+            Err(e) => {
+                failure(r, out, e.to_string(), now);
+                return None;
+            }
+        }
+        cluster.hosts.insert(id, (ip, p.name.clone()));
+    }
+    Some(cluster)
+}
+
+/// Makes the planned moves at `per_second`, stopping at the first failure; returns each
+/// broker's bundle count afterwards.
+async fn carry_out(
+    api: &AdminClient,
+    cluster: &Cluster,
+    moves: &[rebalance::Move],
+    per_second: u32,
+    r: &mut RebalanceStatus,
+    out: &mut Stepped,
+    now: Timestamp,
+) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = cluster
+        .holdings
+        .iter()
+        .map(|h| (h.broker.clone(), h.bundles.len()))
+        .collect();
+    let pause = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
+    for (i, m) in moves.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let (Some(bundle), Some((host, _))) =
+            (Bundle::parse(&m.bundle), cluster.hosts.get(&m.from))
+        else {
+            continue;
+        };
+        match api
+            .unload(host, &bundle, Some(&m.to), &cluster.registered)
+            .await
+        {
+            Ok(()) => {
+                r.bundles_moved += 1;
+                out.moved += 1;
+                *counts.entry(m.from.clone()).or_default() -= 1;
+                *counts.entry(m.to.clone()).or_default() += 1;
+            }
+            Err(e) => {
+                failure(r, out, e.to_string(), now);
+                break;
+            }
+        }
+    }
+    counts
 }
 
 fn added_names(holdings: &[Holding], hosts: &BTreeMap<String, (String, String)>) -> String {
