@@ -300,16 +300,25 @@ async fn look(
             ))
         })
         .collect();
-    let unregistered: Vec<&str> = live
+    let unregistered: Vec<String> = live
         .iter()
         .filter(|p| p.ordinal >= from && !ids.contains_key(&p.ordinal))
-        .map(|p| p.name.as_str())
+        .map(|p| format!("{} ({})", p.name, p.ip.as_deref().unwrap_or_default()))
         .collect();
     if !unregistered.is_empty() {
-        r.message = Some(format!(
-            "waiting for {} to register with the cluster (GET /admin/v2/brokers/{name})",
-            unregistered.join(", ")
-        ));
+        let list = unregistered.join(", ");
+        if r.state == state::MOVING {
+            // It was registered when the moves began: its metadata session is gone (a hung or
+            // stopped broker). Moving more onto it is wrong, waiting may be forever.
+            let why = format!(
+                "{list} no longer registered with the cluster (GET /admin/v2/brokers/{name})"
+            );
+            failure(r, out, why, now);
+        } else {
+            r.message = Some(format!(
+                "waiting for {list} to register with the cluster (GET /admin/v2/brokers/{name})"
+            ));
+        }
         return None;
     }
     let mut cluster = Cluster {
@@ -401,7 +410,7 @@ fn failure(r: &mut RebalanceStatus, out: &mut Stepped, why: String, now: Timesta
     out.failed += 1;
     if r.failures >= MAX_FAILURES {
         let why = format!(
-            "{} admin calls failed, given up after moving {} bundles; last: {why}",
+            "{} admin calls or checks failed, given up after moving {} bundles; last: {why}",
             r.failures, r.bundles_moved
         );
         fail(r, out, why, now);
@@ -531,7 +540,7 @@ mod tests {
         assert!(out.notes[0].warning);
         let msg = r.message.clone().unwrap();
         assert!(
-            msg.contains("3 admin calls failed") && msg.contains("10.0.0.7"),
+            msg.contains("3 admin calls or checks failed") && msg.contains("10.0.0.7"),
             "{msg}"
         );
         assert_eq!(r.finished_at, Some(Time(at(9))));
