@@ -85,6 +85,39 @@ pub fn end(r: &mut RebalanceStatus, state: &str, why: impl Into<String>, now: Ti
     r.message = Some(why.into());
 }
 
+/// What an evaluation found that may end a rebalance.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// `spec.dryRun`.
+    pub dry_run: bool,
+    /// `brokers.admin` and `scaleUp.rebalance` are both set.
+    pub configured: bool,
+    /// A scale-down decided in this evaluation, to this many replicas.
+    pub scale_down_to: Option<u32>,
+    /// The StatefulSet's replicas after this evaluation.
+    pub replicas: u32,
+}
+
+/// Why an active rebalance must stop now, if it must: dry-run switched on, the settings removed,
+/// or a scale-down decided or already made (moving load onto brokers that may go is waste).
+pub fn stop_reason(r: &RebalanceStatus, now: Now) -> Option<String> {
+    if !active(r) {
+        return None;
+    }
+    if now.dry_run {
+        return Some("spec.dryRun was switched on: no bundle is moved".into());
+    }
+    if !now.configured {
+        return Some("scaleUp.rebalance or brokers.admin was removed".into());
+    }
+    let down_to = now
+        .scale_down_to
+        .or((now.replicas < r.to_replicas.max(0) as u32).then_some(now.replicas))?;
+    Some(format!(
+        "a scale-down to {down_to} was decided: load is not moved onto brokers that may go"
+    ))
+}
+
 /// The admin client settings for `spec`. Only the unauthenticated case is built here: a token
 /// or CA from a Secret is refused with a message rather than silently ignored.
 pub fn admin_settings(spec: &AdminSpec) -> Result<AdminSettings, String> {
@@ -518,6 +551,40 @@ mod tests {
         let third = begin(Some(&done), 3, 5, at(10));
         assert_eq!(third.from_replicas, 3);
         assert!(active(&third) && !active(&done));
+    }
+
+    #[test]
+    fn a_scale_down_dry_run_or_removed_settings_stop_it() {
+        let r = begin(None, 2, 3, at(0));
+        let now = Now {
+            dry_run: false,
+            configured: true,
+            scale_down_to: None,
+            replicas: 3,
+        };
+        assert_eq!(stop_reason(&r, now), None);
+        let down = Now {
+            scale_down_to: Some(2),
+            ..now
+        };
+        assert!(stop_reason(&r, down).unwrap().contains("scale-down to 2"));
+        // Someone else shrank the StatefulSet.
+        let shrunk = Now { replicas: 2, ..now };
+        assert!(stop_reason(&r, shrunk).unwrap().contains("scale-down to 2"));
+        let dry = Now {
+            dry_run: true,
+            ..now
+        };
+        assert!(stop_reason(&r, dry).unwrap().contains("dryRun"));
+        let removed = Now {
+            configured: false,
+            ..now
+        };
+        assert!(stop_reason(&r, removed).unwrap().contains("removed"));
+        // An ended rebalance stays as it ended.
+        let mut done = r.clone();
+        end(&mut done, state::DONE, "ok", at(5));
+        assert_eq!(stop_reason(&done, down), None);
     }
 
     #[test]

@@ -495,23 +495,14 @@ impl Run<'_> {
             (previous, _, _) => previous,
         };
         let rs = r.as_mut()?;
-        let stop = if !rb::active(rs) {
-            None
-        } else if policy.dry_run {
-            Some("spec.dryRun was switched on: no bundle is moved".to_string())
-        } else if admin.is_none() || settings.is_none() {
-            Some("scaleUp.rebalance or brokers.admin was removed".to_string())
-        } else if outcome.decision.action == Action::ScaleDown
-            || now_replicas < rs.to_replicas.max(0) as u32
-        {
-            Some(format!(
-                "a scale-down to {} was decided: load is not moved onto brokers that may go",
-                outcome.decision.to
-            ))
-        } else {
-            None
+        let now = rb::Now {
+            dry_run: policy.dry_run,
+            configured: admin.is_some() && settings.is_some(),
+            scale_down_to: (outcome.decision.action == Action::ScaleDown)
+                .then_some(outcome.decision.to as u32),
+            replicas: now_replicas,
         };
-        if let Some(why) = stop {
+        if let Some(why) = rb::stop_reason(rs, now) {
             rb::end(rs, state::STOPPED, why.clone(), self.now);
             self.event(false, "RebalanceStopped", "Rebalance", why)
                 .await;
