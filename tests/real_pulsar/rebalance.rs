@@ -280,7 +280,10 @@ async fn rebalance_moves_load_onto_the_added_broker() {
         "{metrics}"
     );
     assert_eq!(k.replicas().await, 3, "no second scale-up");
-    assert_eq!(stats.received, stats.acked, "{stats:?}");
+    // Every acknowledged message arrived. A consumer whose topic moved gets its unacknowledged
+    // messages again (at-least-once), so receipts may exceed acknowledgements.
+    assert!(stats.received >= stats.acked, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
