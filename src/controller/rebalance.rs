@@ -34,19 +34,7 @@ pub const GIVE_UP: Duration = Duration::from_secs(900);
 /// Bound on one admin call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// States of [`RebalanceStatus::state`].
-pub mod state {
-    /// Added brokers not Ready or registered yet.
-    pub const WAITING: &str = "Waiting";
-    /// Bundles are being moved.
-    pub const MOVING: &str = "Moving";
-    /// Every added broker carries its fair share (or nothing more can be moved).
-    pub const DONE: &str = "Done";
-    /// Given up; the message says why.
-    pub const FAILED: &str = "Failed";
-    /// A scale-down started, or rebalance was switched off.
-    pub const STOPPED: &str = "Stopped";
-}
+pub use crate::decide::rebalance::state;
 
 /// Whether a rebalance in this status still has work to do.
 pub fn active(r: &RebalanceStatus) -> bool {

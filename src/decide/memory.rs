@@ -202,9 +202,10 @@ impl BrokerMemory {
 fn settling_from_status(status: &BrokerStatus) -> Option<Settling> {
     let r = status.rebalance.as_ref()?;
     let brokers = u32::try_from(r.to_replicas.saturating_sub(r.from_replicas)).ok()?;
+    use super::rebalance::state;
     let until = match r.state.as_str() {
-        "Waiting" | "Moving" => None,
-        "Done" if r.bundles_moved > 0 => {
+        state::WAITING | state::MOVING => None,
+        state::DONE if r.bundles_moved > 0 => {
             let end = r.finished_at.as_ref()?.0;
             Some(end.checked_add(SETTLE_AFTER_MOVES).ok()?)
         }

@@ -10,6 +10,20 @@
 
 use std::collections::BTreeMap;
 
+/// States of `status.brokers.rebalance.state`.
+pub mod state {
+    /// Added brokers not Ready or registered yet.
+    pub const WAITING: &str = "Waiting";
+    /// Bundles are being moved.
+    pub const MOVING: &str = "Moving";
+    /// Every added broker carries its fair share (or nothing more can be moved).
+    pub const DONE: &str = "Done";
+    /// Given up; the message says why.
+    pub const FAILED: &str = "Failed";
+    /// A scale-down started, or rebalance was switched off.
+    pub const STOPPED: &str = "Stopped";
+}
+
 /// One broker's movable bundles (heartbeat namespaces left out) and whether it was just added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holding {
