@@ -155,12 +155,21 @@ async fn events(k: &RealPulsarOnKube) -> Vec<(String, String)> {
 
 /// Starts 2 brokers under load with 32 topics over two namespaces, the policy and the controller.
 async fn scenario(rebalance: Option<u32>) -> (RealPulsarOnKube, Controller, Load) {
+    scenario_with(rebalance, 16, 32).await
+}
+
+/// [`scenario`] with `spread` bundles in `public/spread` and `topics` topics.
+async fn scenario_with(
+    rebalance: Option<u32>,
+    spread: u32,
+    topics: usize,
+) -> (RealPulsarOnKube, Controller, Load) {
     let k = RealPulsarOnKube::start(3, 2, 30, BrokerSettings::default()).await;
-    namespace_with_bundles(&k.web_url(0), "public/spread", 16).await;
+    namespace_with_bundles(&k.web_url(0), "public/spread", spread).await;
     create_policy(&k, &policy_yaml(rebalance)).await;
     let log = k.api.dir().join("controller.log");
     let controller = Controller::start(&k.controller_kubeconfig, "real", log, free_port());
-    let topics: Vec<String> = (0..32)
+    let topics: Vec<String> = (0..topics)
         .map(|i| {
             let ns = if i % 4 == 0 { "default" } else { "spread" };
             format!("persistent://public/{ns}/rebalance-{i}")
@@ -370,4 +379,74 @@ async fn an_unreachable_added_broker_fails_the_rebalance_once_not_forever() {
         libc::kill(pid as i32, libc::SIGCONT);
     }
     drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_survives_a_controller_restart() {
+    // Many bundles at one unload per second: the rebalance lasts long enough to be interrupted.
+    let (k, mut controller, load) = scenario_with(Some(1), 64, 64).await;
+    eventually(
+        "the controller scales 2 → 3 under load",
+        4 * 240,
+        || async {
+            match k.replicas().await {
+                3 => Ok(()),
+                n => Err(format!("{n} replicas")),
+            }
+        },
+    )
+    .await;
+    let before = eventually("the rebalance moves a first bundle", 4 * 180, || async {
+        match rebalance_status(&k).await {
+            Some(r) if r.state == "Moving" && r.bundles_moved >= 1 => Ok(r),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    controller.kill();
+    let killed = rebalance_status(&k).await.expect("rebalance status");
+    eprintln!("killed the controller mid-rebalance: {killed:?}");
+    assert_eq!(killed.state, "Moving", "killed before the end: {killed:?}");
+    let share = killed.fair_share.expect("fair share");
+    assert!(killed.bundles_moved < share, "{killed:?}");
+    // A new leader, once the killed one's Lease expires (6 s).
+    let log = k.api.dir().join("controller-2.log");
+    let second = Controller::start(&k.controller_kubeconfig, "second", log, free_port());
+    let done = eventually("the new leader finishes the rebalance", 4 * 180, || async {
+        match rebalance_status(&k).await {
+            Some(r) if r.state == "Done" || r.state == "Failed" => Ok(r),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("rebalance after the restart: {done:?}");
+    assert_eq!(done.state, "Done", "{done:?}");
+    // The same rebalance carried on: same start, the count kept and added to.
+    assert_eq!(done.started_at, before.started_at);
+    assert!(
+        done.bundles_moved > killed.bundles_moved,
+        "{killed:?} then {done:?}"
+    );
+    let added = done.added_brokers.first().expect("the added broker");
+    assert!(added.bundles >= share, "{done:?}");
+    // What the broker itself owns now, through its own admin API.
+    let ip = &k.broker_ips[2];
+    let owned = admin()
+        .owned_bundles(ip, CLUSTER, &format!("{ip}:{WEB_PORT}"))
+        .await
+        .expect("bundles of the added broker");
+    assert!(owned.len() as i32 >= share, "{owned:?} vs share {share}");
+    // The new leader moved the rest: its own counter shows it.
+    let metrics = second.metrics().await;
+    let moved = metrics
+        .lines()
+        .find(|l| l.starts_with("pulsar_autoscaler_rebalance_bundles_moved_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<i32>().ok());
+    assert_eq!(
+        moved,
+        Some(done.bundles_moved - killed.bundles_moved),
+        "{metrics}"
+    );
+    let stats = load.stop().await;
+    assert!(stats.received >= stats.acked, "{stats:?}");
 }
