@@ -51,8 +51,8 @@ struct Run<'a> {
     status: ScalingPolicyStatus,
     state: PolicyState,
     rate_limited: Option<String>,
-    /// Requeue sooner than the interval (a rebalance in progress).
-    soon: Option<Duration>,
+    /// Evaluate again this soon (a drain in progress), rather than after `spec.interval`.
+    requeue_soon: Option<Duration>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -101,7 +101,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         state,
         key,
         rate_limited: None,
-        soon: None,
+        requeue_soon: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -250,8 +250,8 @@ impl Run<'_> {
         }
         self.write_status().await?;
         let after = self
-            .soon
-            .map_or(policy.interval, |d| d.min(policy.interval));
+            .requeue_soon
+            .map_or(policy.interval, |soon| soon.min(policy.interval));
         Ok(Requeue::requeue(after))
     }
 }
@@ -525,7 +525,7 @@ impl Run<'_> {
                     .await;
             }
             if rb::active(rs) {
-                self.soon = Some(rb::AGAIN);
+                self.requeue_soon = Some(rb::AGAIN);
             }
         }
         let labels = self.labels();
