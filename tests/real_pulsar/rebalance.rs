@@ -450,3 +450,52 @@ async fn a_rebalance_survives_a_controller_restart() {
     let stats = load.stop().await;
     assert!(stats.received >= stats.acked, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_stops_a_rebalance() {
+    let (k, controller, load) = scenario_with(Some(1), 64, 64).await;
+    eventually(
+        "the controller scales 2 → 3 under load",
+        4 * 240,
+        || async {
+            match k.replicas().await {
+                3 => Ok(()),
+                n => Err(format!("{n} replicas")),
+            }
+        },
+    )
+    .await;
+    eventually("the rebalance moves a first bundle", 4 * 180, || async {
+        match rebalance_status(&k).await {
+            Some(r) if r.state == "Moving" && r.bundles_moved >= 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Someone shrinks the StatefulSet while bundles move onto its last broker.
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(k.admin.clone(), NS);
+    sets.patch_scale(
+        "pulsar-broker",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .expect("scaling the StatefulSet down");
+    let stopped = eventually("the rebalance stops", 4 * 60, || async {
+        let events = events(&k).await;
+        events
+            .into_iter()
+            .find(|(r, _)| r == "RebalanceStopped")
+            .ok_or_else(|| "no RebalanceStopped Event yet".to_string())
+    })
+    .await;
+    eprintln!("stopped: {stopped:?}");
+    assert!(stopped.1.contains("scale-down to 2"), "{stopped:?}");
+    let metrics = controller.metrics().await;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("pulsar_autoscaler_rebalance_failures_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<i32>().ok());
+    assert_eq!(failures.unwrap_or(0), 0, "stopped, not failed: {metrics}");
+    drop(load);
+}
