@@ -497,5 +497,13 @@ async fn a_scale_down_stops_a_rebalance() {
         .find(|l| l.starts_with("pulsar_autoscaler_rebalance_failures_total{"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<i32>().ok());
     assert_eq!(failures.unwrap_or(0), 0, "stopped, not failed: {metrics}");
+    // Let the stand-in kubelet finish stopping broker 2 before the fixture goes.
+    eventually("broker 2's process stops", 4 * 60, || async {
+        k.kubelet_events()
+            .into_iter()
+            .find(|e| e.broker == 2 && e.what == "stopped")
+            .ok_or_else(|| format!("{:?}", k.kubelet_events()))
+    })
+    .await;
     drop(load);
 }
