@@ -56,6 +56,7 @@ fn main() {
     let setup = Setup {
         initial_replicas: 12,
         ready_delay: DEFAULT_READY_DELAY,
+        drain_delay: std::time::Duration::ZERO,
         epoch: TRACE_EPOCH,
         claim: None::<Claim>,
     };

@@ -687,6 +687,57 @@ pub struct BrokerStatus {
     /// Flap damping: recent direction changes of the recommendation and whether capacity is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flapping: Option<FlapStatus>,
+    /// The rebalance after the last scale-up; present when `scaleUp.rebalance` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
+}
+
+/// Progress of moving bundles onto the brokers a scale-up added. Lives in the status so that a
+/// restarted controller, or a new leader, carries on (or knows it is over).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    /// `Waiting` (added brokers not Ready or registered yet), `Moving`, `Done`, `Failed`
+    /// (unloads kept failing or brokers never came up; see `message`) or `Stopped` (a
+    /// scale-down started, or rebalance was switched off).
+    pub state: String,
+    /// Replicas before the scale-up.
+    pub from_replicas: i32,
+    /// Replicas the scale-up made; ordinals `fromReplicas..toReplicas` are the added brokers.
+    pub to_replicas: i32,
+    /// When the scale-up was carried out.
+    pub started_at: Time,
+    /// When the rebalance ended (Done, Failed or Stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Bundles each added broker should carry at least (floor of the mean), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_share: Option<i32>,
+    /// Bundles the added brokers owned at the last look, by broker id.
+    #[serde(default)]
+    pub added_brokers: Vec<RebalanceBroker>,
+    /// Bundles moved so far.
+    #[serde(default)]
+    pub bundles_moved: i32,
+    /// Failed admin calls so far (unloads, or an added broker that did not answer).
+    #[serde(default)]
+    pub failures: i32,
+    /// What happened last, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One added broker as the rebalance last saw it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceBroker {
+    /// Pod name.
+    pub pod: String,
+    /// Broker id, `<advertised address>:<web port>`, once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Bundles it owns (heartbeat namespaces left out).
+    pub bundles: i32,
 }
 
 /// The forecast's bounded memory and its last conclusion.

@@ -205,6 +205,10 @@ struct BacktestArgs {
     /// Time a new broker takes to become ready and take load.
     #[arg(long, value_name = "D", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_delay: Duration,
+    /// Time a removed broker keeps serving while drained [default: 30s (at most the drain
+    /// timeout) for a policy with `scaleDown.drain`, 0s without].
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    drain_delay: Option<Duration>,
     /// Ledger claim size at the start, e.g. 100Gi [default: the trace's `ledger_capacity_bytes`].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     initial_claim_size: Option<u64>,
@@ -496,6 +500,7 @@ fn run_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let options = backtest::Options {
         initial_replicas: args.initial_replicas,
         ready_delay: args.ready_delay,
+        drain_delay: args.drain_delay,
         compare_hpa: args.compare.contains(&Baseline::Hpa),
         initial_claim_size: args.initial_claim_size,
         epoch,

@@ -125,6 +125,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<ResultLabels, Histogram>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
+    /// Rebalance after scale-up.
+    pub rebalance: RebalanceMetrics,
     /// Label values each policy's series were created with, so a deleted policy's go too.
     owned: Mutex<HashMap<(String, String), Owned>>,
 }
@@ -177,6 +179,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
             leader: Gauge::default(),
+            rebalance: RebalanceMetrics::default(),
             owned: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
@@ -280,7 +283,53 @@ impl Metrics {
             "1 while this process holds the leader lease",
             m.leader.clone(),
         );
+        m.rebalance.register(r);
         Arc::new(m)
+    }
+}
+
+/// Series of the rebalance after scale-up, per policy.
+#[derive(Default)]
+pub struct RebalanceMetrics {
+    /// Bundles moved onto added brokers.
+    pub bundles_moved: Family<PolicyLabels, Counter>,
+    /// Admin calls of a rebalance that failed (unloads, unreachable brokers).
+    pub failures: Family<PolicyLabels, Counter>,
+    /// 1 while a rebalance waits for its brokers or moves bundles.
+    pub in_progress: Family<PolicyLabels, Gauge>,
+    /// Seconds from the scale-up to the end of the last rebalance.
+    pub duration: Family<PolicyLabels, GaugeF>,
+}
+
+impl RebalanceMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "rebalance_bundles_moved",
+            "Bundles moved onto brokers a scale-up added",
+            self.bundles_moved.clone(),
+        );
+        r.register(
+            "rebalance_failures",
+            "Failed admin calls of rebalances (unloads, unreachable brokers)",
+            self.failures.clone(),
+        );
+        r.register(
+            "rebalance_in_progress",
+            "1 while a rebalance waits for its brokers or moves bundles",
+            self.in_progress.clone(),
+        );
+        r.register(
+            "rebalance_duration_seconds",
+            "Seconds from the scale-up to the end of the last rebalance",
+            self.duration.clone(),
+        );
+    }
+
+    fn forget(&self, l: &PolicyLabels) {
+        self.bundles_moved.remove(l);
+        self.failures.remove(l);
+        self.in_progress.remove(l);
+        self.duration.remove(l);
     }
 }
 
@@ -342,6 +391,7 @@ impl Metrics {
             namespace: ns.clone(),
             policy: name.clone(),
         };
+        self.rebalance.forget(&l);
         for family in [
             &self.current_replicas,
             &self.desired_replicas,

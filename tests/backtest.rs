@@ -28,6 +28,7 @@ fn options() -> Options {
     Options {
         initial_replicas: None,
         ready_delay: DEFAULT_READY_DELAY,
+        drain_delay: None,
         compare_hpa: true,
         initial_claim_size: None,
         epoch: TRACE_EPOCH,

@@ -340,6 +340,7 @@ async fn fetches_known_series_in_chunks_and_replays_them() {
     let options = Options {
         initial_replicas: None,
         ready_delay: DEFAULT_READY_DELAY,
+        drain_delay: None,
         compare_hpa: true,
         initial_claim_size: None,
         epoch: Timestamp::from_second(START).unwrap(),

@@ -66,6 +66,7 @@ proptest! {
         let options = Options {
             initial_replicas: Some(initial),
             ready_delay: std::time::Duration::from_secs(delay),
+            drain_delay: None,
             compare_hpa: true,
             initial_claim_size: None,
             epoch: TRACE_EPOCH,

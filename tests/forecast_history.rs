@@ -143,6 +143,7 @@ spec:
         name: "daily".into(),
         namespace: "pulsar".into(),
         policy,
+        drain_timeout: None,
     }
 }
 

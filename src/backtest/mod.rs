@@ -26,6 +26,11 @@ use trace::{Column, Trace};
 /// Default time a new broker takes to become ready.
 pub const DEFAULT_READY_DELAY: Duration = Duration::from_secs(60);
 
+/// Default time a broker removed under `scaleDown.drain` keeps serving while its bundles move
+/// away. Measured on a real 4.0.7 cluster: each move took 0.2–0.75 s, so a broker with a few
+/// dozen bundles drains in about this long at the default 10 unloads per second.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(30);
+
 /// A policy file's checked contents.
 #[derive(Debug, Clone)]
 pub struct LoadedPolicy {
@@ -35,6 +40,8 @@ pub struct LoadedPolicy {
     pub namespace: String,
     /// The typed settings.
     pub policy: Policy,
+    /// `brokers.scaleDown.drain.timeout`, when the policy drains brokers before removing them.
+    pub drain_timeout: Option<Duration>,
 }
 
 /// How to replay.
@@ -44,6 +51,9 @@ pub struct Options {
     pub initial_replicas: Option<u32>,
     /// Time a new broker takes to become ready.
     pub ready_delay: Duration,
+    /// Time a removed broker keeps serving; default: [`DEFAULT_DRAIN_DELAY`] (at most the drain
+    /// timeout) for a policy with `scaleDown.drain`, zero (gone at once) without.
+    pub drain_delay: Option<Duration>,
     /// Also replay the HPA baseline.
     pub compare_hpa: bool,
     /// Ledger claim size at the start; default: the trace's first `ledger_capacity_bytes`.
@@ -113,6 +123,22 @@ pub enum BacktestError {
     Replay(#[from] replay::ReplayError),
 }
 
+/// The drain timeout of a policy that drains brokers before removing them.
+fn drain_timeout(resource: &crate::api::ScalingPolicy) -> Option<Duration> {
+    let drain = resource.spec.brokers.as_ref()?.scale_down.drain.as_ref()?;
+    humantime::parse_duration(&drain.timeout).ok()
+}
+
+/// How long a removed broker keeps serving in the replay of `loaded` (see [`Options::drain_delay`]).
+pub fn drain_delay(options: &Options, loaded: &LoadedPolicy) -> Duration {
+    match (options.drain_delay, loaded.drain_timeout) {
+        (Some(d), Some(t)) => d.min(t),
+        (Some(d), None) => d,
+        (None, Some(t)) => DEFAULT_DRAIN_DELAY.min(t),
+        (None, None) => Duration::ZERO,
+    }
+}
+
 /// Reads and checks a policy file that holds exactly one ScalingPolicy.
 pub fn load_policy(path: &Path) -> Result<LoadedPolicy, BacktestError> {
     let shown = path.display().to_string();
@@ -151,6 +177,7 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy, BacktestError> {
         let joined: Vec<String> = problems.iter().map(ToString::to_string).collect();
         invalid(joined.join("; "))
     })?;
+    let drain_timeout = drain_timeout(&resource);
     Ok(LoadedPolicy {
         name: resource
             .metadata
@@ -160,6 +187,7 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy, BacktestError> {
             .metadata
             .namespace
             .unwrap_or_else(|| "default".into()),
+        drain_timeout,
         policy,
     })
 }
@@ -272,9 +300,17 @@ pub fn run_compared(
     if policy.dry_run {
         notes.push("the policy is in dryRun: decisions are recorded, nothing changes".into());
     }
+    let drain = drain_delay(options, loaded);
+    if !drain.is_zero() && policy.brokers.is_some() {
+        notes.push(format!(
+            "a removed broker keeps serving for {} while it is drained",
+            humantime::format_duration(drain)
+        ));
+    }
     let setup = Setup {
         initial_replicas,
         ready_delay: options.ready_delay,
+        drain_delay: drain,
         epoch: options.epoch,
         claim: claim.clone(),
     };
@@ -302,7 +338,12 @@ pub fn run_compared(
     let hpa_run = match (&policy.brokers, options.compare_hpa) {
         (Some(b), true) => {
             let mut baseline = hpa::HpaScaler::new(b, policy.source.max_staleness);
-            Some(replay::replay(trace, policy, &setup, &mut baseline)?)
+            // The HPA only patches `/scale`: its pods are removed without a drain.
+            let plain = Setup {
+                drain_delay: Duration::ZERO,
+                ..setup.clone()
+            };
+            Some(replay::replay(trace, policy, &plain, &mut baseline)?)
         }
         (None, true) => {
             notes.push("the policy scales no brokers: nothing to compare with the HPA".into());

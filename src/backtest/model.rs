@@ -6,20 +6,34 @@
 ///
 /// Pods are created in parallel (`podManagementPolicy: Parallel`, as Pulsar charts set for
 /// brokers) and removed from the highest ordinal, so a scale-down removes the newest pods first.
+/// With a drain time, a ready pod that a scale-down removes keeps serving (and costing) until its
+/// bundles have moved away: it leaves the replica count at once but counts as ready capacity
+/// until the drain time has passed, the mirror of a new pod's ready delay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Brokers {
     /// Time each pod becomes ready, in milliseconds from the start.
     ready_at: Vec<i64>,
     ready_delay_ms: i64,
+    /// Time each draining pod is gone, in milliseconds from the start.
+    gone_at: Vec<i64>,
+    drain_ms: i64,
 }
 
 impl Brokers {
-    /// `replicas` pods, all ready from the start.
+    /// `replicas` pods, all ready from the start; removed pods go at once.
     pub fn new(replicas: u32, ready_delay_ms: i64) -> Self {
         Brokers {
             ready_at: vec![i64::MIN; replicas as usize],
             ready_delay_ms: ready_delay_ms.max(0),
+            gone_at: Vec::new(),
+            drain_ms: 0,
         }
+    }
+
+    /// Ready pods removed by a scale-down keep serving for `drain_ms` first.
+    pub fn with_drain(mut self, drain_ms: i64) -> Self {
+        self.drain_ms = drain_ms.max(0);
+        self
     }
 
     /// Pods that exist (the StatefulSet's replicas).
@@ -27,20 +41,47 @@ impl Brokers {
         self.ready_at.len() as u32
     }
 
-    /// Pods ready at `now_ms`.
+    /// Pods ready at `now_ms`, draining ones included.
     pub fn ready(&self, now_ms: i64) -> u32 {
-        self.ready_at.iter().filter(|t| **t <= now_ms).count() as u32
+        let ready = self.ready_at.iter().filter(|t| **t <= now_ms).count();
+        (ready + self.draining(now_ms) as usize) as u32
     }
 
-    /// The next time after `now_ms` at which a pod becomes ready.
+    /// Removed pods still draining at `now_ms`.
+    pub fn draining(&self, now_ms: i64) -> u32 {
+        self.gone_at.iter().filter(|t| **t > now_ms).count() as u32
+    }
+
+    /// Pods running (and paid for) at `now_ms`: the replicas and the draining ones.
+    pub fn running(&self, now_ms: i64) -> u32 {
+        self.replicas() + self.draining(now_ms)
+    }
+
+    /// The next time after `now_ms` at which a pod becomes ready or a draining one goes.
     pub fn next_ready_after(&self, now_ms: i64) -> Option<i64> {
-        self.ready_at.iter().copied().filter(|t| *t > now_ms).min()
+        self.ready_at
+            .iter()
+            .chain(&self.gone_at)
+            .copied()
+            .filter(|t| *t > now_ms)
+            .min()
     }
 
-    /// Sets the replica count at `now_ms`: new pods get ready after the delay.
+    /// Sets the replica count at `now_ms`: new pods get ready after the delay; removed pods that
+    /// were ready drain for the drain time, unready ones go at once.
     pub fn scale_to(&mut self, replicas: u32, now_ms: i64) {
+        self.gone_at.retain(|t| *t > now_ms);
+        let keep = replicas as usize;
+        if self.drain_ms > 0 && keep < self.ready_at.len() {
+            let gone = now_ms.saturating_add(self.drain_ms);
+            let leaving = self.ready_at[keep..]
+                .iter()
+                .filter(|t| **t <= now_ms)
+                .count();
+            self.gone_at.extend(std::iter::repeat_n(gone, leaving));
+        }
         let ready_at = now_ms.saturating_add(self.ready_delay_ms);
-        self.ready_at.resize(replicas as usize, ready_at);
+        self.ready_at.resize(keep, ready_at);
     }
 }
 
@@ -96,6 +137,28 @@ mod tests {
         b.scale_to(4, 90_000);
         assert_eq!((b.replicas(), b.ready(90_000)), (4, 4));
         assert_eq!(b.next_ready_after(90_000), None);
+    }
+
+    #[test]
+    fn removed_pods_serve_until_drained_like_new_ones_wait_to_be_ready() {
+        let mut b = Brokers::new(4, 60_000).with_drain(30_000);
+        b.scale_to(2, 10_000);
+        // The StatefulSet shrinks at once; the two leaving brokers carry load until 40 s.
+        assert_eq!(
+            (b.replicas(), b.ready(10_000), b.running(10_000)),
+            (2, 4, 4)
+        );
+        assert_eq!(b.next_ready_after(10_000), Some(40_000));
+        assert_eq!((b.ready(39_999), b.ready(40_000)), (4, 2));
+        assert_eq!(b.running(40_000), 2);
+        // A pod removed before it was ready never carried load: it goes at once.
+        b.scale_to(3, 50_000);
+        b.scale_to(2, 60_000);
+        assert_eq!((b.ready(60_000), b.draining(60_000)), (2, 0));
+        // Without a drain time, removal is immediate as before.
+        let mut plain = Brokers::new(3, 0);
+        plain.scale_to(1, 0);
+        assert_eq!((plain.ready(0), plain.next_ready_after(0)), (1, None));
     }
 
     #[test]

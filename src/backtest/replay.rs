@@ -27,6 +27,8 @@ pub struct Setup {
     pub initial_replicas: u32,
     /// Time a new broker takes to become ready and take load.
     pub ready_delay: Duration,
+    /// Time a removed broker keeps serving while its bundles move away (zero: gone at once).
+    pub drain_delay: Duration,
     /// Wall-clock time of the trace's `seconds = 0`.
     pub epoch: Timestamp,
     /// The ledger claim at the start, when the policy grows claims and the trace records usage.
@@ -361,7 +363,8 @@ impl<'a> State<'a> {
         }
         State {
             trace,
-            brokers: Brokers::new(setup.initial_replicas, setup.ready_delay.as_millis() as i64),
+            brokers: Brokers::new(setup.initial_replicas, setup.ready_delay.as_millis() as i64)
+                .with_drain(setup.drain_delay.as_millis() as i64),
             claim: setup.claim.clone(),
             samples: vec![None; trace.columns.len()],
             claim_sample: None,
@@ -491,7 +494,7 @@ impl<'a> State<'a> {
             return;
         }
         let secs = dt as f64 / 1000.0;
-        self.replica_ms += i128::from(self.brokers.replicas()) * i128::from(dt);
+        self.replica_ms += i128::from(self.brokers.running(from)) * i128::from(dt);
         let ready = self.brokers.ready(from);
         let mut known = false;
         let (mut over, mut far_over) = (false, false);

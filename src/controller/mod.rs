@@ -4,6 +4,7 @@
 
 pub mod index;
 mod observe;
+mod rebalance;
 mod reconcile;
 pub mod rounds;
 pub mod status;

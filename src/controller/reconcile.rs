@@ -53,6 +53,8 @@ struct Run<'a> {
     rate_limited: Option<String>,
     /// Why the policy cannot do its job although nothing failed: `(reason, message)`.
     not_ready: Vec<(&'static str, String)>,
+    /// Evaluate again this soon (a drain or rebalance in progress), rather than after `spec.interval`.
+    requeue_soon: Option<Duration>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -102,6 +104,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         key,
         rate_limited: None,
         not_ready: Vec::new(),
+        requeue_soon: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -252,7 +255,10 @@ impl Run<'_> {
             self.condition(kind::READY, false, reason, &message);
         }
         self.write_status().await?;
-        Ok(Requeue::requeue(policy.interval))
+        let after = self
+            .requeue_soon
+            .map_or(policy.interval, |soon| soon.min(policy.interval));
+        Ok(Requeue::requeue(after))
     }
 }
 
@@ -516,8 +522,99 @@ impl Run<'_> {
             ..BrokerStatus::default()
         };
         memory.write_status(&mut status);
+        status.rebalance = self
+            .rebalance(
+                policy,
+                brokers,
+                &outcome,
+                (current, replicas_now),
+                previous.rebalance,
+            )
+            .await;
         self.status.brokers = Some(status);
         Ok(())
+    }
+
+    /// Starts, continues or stops the rebalance after a scale-up; returns its new status.
+    async fn rebalance(
+        &mut self,
+        policy: &Policy,
+        brokers: &policy::BrokerPolicy,
+        outcome: &BrokerOutcome,
+        (before, now_replicas): (u32, u32),
+        previous: Option<crate::api::RebalanceStatus>,
+    ) -> Option<crate::api::RebalanceStatus> {
+        use super::rebalance::{self as rb, state};
+        let spec = self.sp.spec.brokers.as_ref();
+        let admin = spec.and_then(|b| b.admin.clone());
+        let settings = spec.and_then(|b| b.scale_up.rebalance.clone());
+        let scaled_up = outcome.decision.action == Action::ScaleUp && now_replicas > before;
+        let mut r = match (previous, &admin, &settings) {
+            (previous, Some(_), Some(_)) if scaled_up => {
+                Some(rb::begin(previous.as_ref(), before, now_replicas, self.now))
+            }
+            (previous, _, _) => previous,
+        };
+        let rs = r.as_mut()?;
+        let now = rb::Now {
+            dry_run: policy.dry_run,
+            configured: admin.is_some() && settings.is_some(),
+            scale_down_to: (outcome.decision.action == Action::ScaleDown)
+                .then_some(outcome.decision.to as u32),
+            replicas: now_replicas,
+        };
+        if let Some(why) = rb::stop_reason(rs, now) {
+            rb::end(rs, state::STOPPED, why.clone(), self.now);
+            self.event(false, "RebalanceStopped", "Rebalance", why)
+                .await;
+        }
+        if let (true, Some(admin), Some(settings)) = (rb::active(rs), &admin, &settings) {
+            let per_second = settings.max_unloads_per_second.max(1) as u32;
+            let stepped = rb::step(
+                &self.ctx.client,
+                &self.namespace,
+                &brokers.stateful_set,
+                admin,
+                per_second,
+                rs,
+                self.now,
+            )
+            .await;
+            self.export_rebalance_step(&stepped);
+            for n in stepped.notes {
+                self.event(n.warning, n.reason, "Rebalance", n.message)
+                    .await;
+            }
+            if rb::active(rs) {
+                self.requeue_soon = Some(rb::AGAIN);
+            }
+        }
+        let labels = self.labels();
+        let m = &self.ctx.metrics.rebalance;
+        m.in_progress
+            .get_or_create(&labels)
+            .set(i64::from(rb::active(rs)));
+        let end = rs.finished_at.as_ref().map_or(self.now, |t| t.0);
+        m.duration
+            .get_or_create(&labels)
+            .set(crate::decide::elapsed(end, rs.started_at.0).as_secs_f64());
+        r
+    }
+
+    /// Counts what one rebalance step moved and what failed.
+    fn export_rebalance_step(&self, stepped: &super::rebalance::Stepped) {
+        let labels = self.labels();
+        let m = &self.ctx.metrics.rebalance;
+        if stepped.moved > 0 {
+            m.bundles_moved
+                .get_or_create(&labels)
+                .inc_by(u64::from(stepped.moved));
+        }
+        if stepped.failed > 0 {
+            m.failures
+                .get_or_create(&labels)
+                .inc_by(u64::from(stepped.failed));
+        }
     }
 
     /// Sets MetricsAvailable; returns the Event to publish when data just went missing.

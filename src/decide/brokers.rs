@@ -264,20 +264,29 @@ fn recommend(
         ));
         raw = current;
     }
-    let Some(a) = ahead else {
-        return (raw, false);
-    };
-    let plain = raw;
-    raw = raw.max(forecast_raise(
-        inputs,
-        a,
-        &seen.metrics,
-        memory,
-        reasons,
-        plain,
-    ));
-    let forecast_driven = raw > plain && raw > current;
-    (flap_raise(inputs, raw, reasons), forecast_driven)
+    let mut forecast_driven = false;
+    if let Some(a) = ahead {
+        let plain = raw;
+        raw = raw.max(forecast_raise(
+            inputs,
+            a,
+            &seen.metrics,
+            memory,
+            reasons,
+            plain,
+        ));
+        forecast_driven = raw > plain && raw > current;
+        raw = flap_raise(inputs, raw, reasons);
+    }
+    // Added brokers that carry no share yet are not load a further broker would take.
+    if let Some(s) = inputs.memory.settling.filter(|s| s.active(inputs.now))
+        && raw > current
+    {
+        reasons.push(settling_reason(s, raw, current));
+        raw = current;
+        forecast_driven = false;
+    }
+    (raw, forecast_driven)
 }
 
 /// While flapping, a scale-up goes straight to the flap level (the fewest brokers that kept the
@@ -530,6 +539,25 @@ fn forecast_raise(
         return cap;
     }
     wanted
+}
+
+/// Why no further scale-up is made while added brokers settle, in words.
+///
+/// An added broker that carries no bundles yet still reports its idle heap, so summing
+/// utilization over brokers (HPA semantics) counts it as load and asks for one more broker; and
+/// while bundles move, the broker that lost one reports its old rate until its next stats
+/// refresh, so a cluster total counts the bundle twice. Neither is load that a broker more would
+/// carry.
+fn settling_reason(s: super::Settling, wanted: u32, current: u32) -> String {
+    let until = match s.until {
+        None => "the rebalance is moving bundles onto them".to_string(),
+        Some(t) => format!("their rates settle until {t}"),
+    };
+    format!(
+        "{} added broker(s) not carrying their share yet ({until}): {wanted} wanted, holding \
+         {current} until then",
+        s.brokers
+    )
 }
 
 /// Why capacity is held, in words: the turns per hour and the held capacity.

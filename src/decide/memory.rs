@@ -26,6 +26,30 @@ pub struct BrokerMemory {
     pub last_scale_down: Option<Timestamp>,
     /// What the forecast and flap damping remember; empty while `forecast` is off.
     pub ahead: AheadMemory,
+    /// Brokers a scale-up added that do not carry their share of load yet; read from the
+    /// rebalance status, never written by the engine.
+    pub settling: Option<Settling>,
+}
+
+/// After a rebalance's last move, how long a broker-level rate may still count a moved bundle on
+/// both brokers: the broker that lost it reports its old figure until its next stats refresh
+/// (`statsUpdateFrequencyInSecs`, 60 s by default).
+pub const SETTLE_AFTER_MOVES: Duration = Duration::from_secs(60);
+
+/// Added brokers that a rebalance is still moving load onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settling {
+    /// How many brokers the scale-up added.
+    pub brokers: u32,
+    /// When their numbers can be trusted again; `None` while bundles are still being moved.
+    pub until: Option<Timestamp>,
+}
+
+impl Settling {
+    /// Whether the added brokers still settle at `now`.
+    pub fn active(&self, now: Timestamp) -> bool {
+        self.brokers > 0 && self.until.is_none_or(|u| now < u)
+    }
 }
 
 /// Entries of the running maximum of levels, at most (each is a distinct level).
@@ -181,6 +205,7 @@ impl BrokerMemory {
             last_scale_up: status.last_scale_up_time.as_ref().map(|t| late(t.0)),
             last_scale_down: status.last_scale_down_time.as_ref().map(|t| late(t.0)),
             ahead: ahead_from_status(status),
+            settling: settling_from_status(status),
         }
     }
 
@@ -198,6 +223,24 @@ impl BrokerMemory {
         status.last_scale_down_time = self.last_scale_down.map(Time);
         ahead_to_status(&self.ahead, status);
     }
+}
+
+/// Added brokers still settling: while a rebalance waits or moves, and for
+/// [`SETTLE_AFTER_MOVES`] after one that moved bundles finished. A failed or stopped rebalance
+/// moves nothing more, so its brokers are counted like any other.
+fn settling_from_status(status: &BrokerStatus) -> Option<Settling> {
+    let r = status.rebalance.as_ref()?;
+    let brokers = u32::try_from(r.to_replicas.saturating_sub(r.from_replicas)).ok()?;
+    use super::rebalance::state;
+    let until = match r.state.as_str() {
+        state::WAITING | state::MOVING => None,
+        state::DONE if r.bundles_moved > 0 => {
+            let end = r.finished_at.as_ref()?.0;
+            Some(end.checked_add(SETTLE_AFTER_MOVES).ok()?)
+        }
+        _ => return None,
+    };
+    Some(Settling { brokers, until })
 }
 
 /// Reads the forecast and flap memory back; sample times stay exact (they are the samples' own).

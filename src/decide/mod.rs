@@ -9,6 +9,7 @@ pub mod flap;
 pub mod forecast;
 pub mod horizon;
 mod memory;
+pub mod rebalance;
 pub mod units;
 
 use std::fmt;
@@ -22,7 +23,7 @@ pub use brokers::{
     Ahead, Availability, BrokerInputs, BrokerOutcome, MetricEvaluation, decide_brokers,
     decide_brokers_with,
 };
-pub use memory::{AheadMemory, BrokerMemory};
+pub use memory::{AheadMemory, BrokerMemory, SETTLE_AFTER_MOVES, Settling};
 
 /// One observed value with the time it was measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

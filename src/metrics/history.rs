@@ -186,6 +186,7 @@ pub async fn for_policy(
         name: name.to_string(),
         namespace: namespace.to_string(),
         policy: policy.clone(),
+        drain_timeout: None,
     };
     match HistoryCache::shared().get(client, &loaded, now).await {
         Ok(h) => Some(h),

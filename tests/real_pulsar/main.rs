@@ -11,3 +11,4 @@ mod common;
 mod controller;
 mod freshness;
 mod presets;
+mod rebalance;
