@@ -655,6 +655,48 @@ pub struct BrokerStatus {
     /// Flap damping: recent direction changes of the recommendation and whether capacity is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flapping: Option<FlapStatus>,
+    /// The drain before a scale-down: in progress, or the last one abandoned (kept while a new
+    /// attempt waits). The controller's only memory of it, so it survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+}
+
+/// A drain of the brokers a scale-down removes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// `Draining` while bundles move; `Abandoned` when it timed out or a broker was unreachable.
+    pub phase: String,
+    /// Replicas before the scale-down.
+    pub from: i32,
+    /// Replicas once the drained brokers are removed.
+    pub to: i32,
+    /// The leaving brokers, highest ordinals, with what each still owns.
+    #[serde(default)]
+    pub brokers: Vec<DrainBroker>,
+    /// Bundles still owned by the leaving brokers at the last look.
+    pub bundles_left: i32,
+    /// Bundles moved off the leaving brokers so far.
+    #[serde(default)]
+    pub bundles_moved: i32,
+    /// When the drain began.
+    pub started_at: Time,
+    /// When it was abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why it is where it is, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One leaving broker.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainBroker {
+    /// Pod name, e.g. `pulsar-broker-2`.
+    pub broker: String,
+    /// Bundles it still owned at the last look (heartbeat namespaces left out).
+    pub bundles_left: i32,
 }
 
 /// The forecast's bounded memory and its last conclusion.

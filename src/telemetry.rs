@@ -74,6 +74,21 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of drain outcome series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// One of [`DRAIN_OUTCOMES`].
+    pub outcome: String,
+}
+
+/// Every `outcome` a drain ends with.
+pub const DRAIN_OUTCOMES: [&str; 5] =
+    ["drained", "timed_out", "unreachable", "cancelled", "failed"];
+
 /// Labels of the reconcile histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -123,6 +138,12 @@ pub struct Metrics {
     pub reconcile_duration: Family<ResultLabels, Histogram>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
+    /// Bundles the leaving brokers still own while a drain runs (absent otherwise).
+    pub drain_bundles_left: Family<PolicyLabels, Gauge>,
+    /// Time from a drain's start to its end, by outcome.
+    pub drain_duration: Family<DrainLabels, Histogram>,
+    /// Drains ended, by outcome.
+    pub drain_outcomes: Family<DrainLabels, Counter>,
     /// Label values each policy's series were created with, so a deleted policy's go too.
     owned: Mutex<HashMap<(String, String), Owned>>,
 }
@@ -174,6 +195,11 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
             leader: Gauge::default(),
+            drain_bundles_left: Family::default(),
+            drain_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.25, 2.0, 12))
+            }),
+            drain_outcomes: Family::default(),
             owned: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
@@ -272,6 +298,21 @@ impl Metrics {
             "1 while this process holds the leader lease",
             m.leader.clone(),
         );
+        r.register(
+            "drain_bundles_left",
+            "Bundles the brokers being drained before a scale-down still own",
+            m.drain_bundles_left.clone(),
+        );
+        r.register(
+            "drain_duration_seconds",
+            "Time from the start of a drain to its end, by outcome",
+            m.drain_duration.clone(),
+        );
+        r.register(
+            "drain_outcomes",
+            "Drains ended, by outcome",
+            m.drain_outcomes.clone(),
+        );
         Arc::new(m)
     }
 }
@@ -341,8 +382,18 @@ impl Metrics {
             &self.max_replicas,
             &self.metrics_available,
             &self.scaling_limited,
+            &self.drain_bundles_left,
         ] {
             family.remove(&l);
+        }
+        for outcome in DRAIN_OUTCOMES {
+            let l = DrainLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+                outcome: outcome.into(),
+            };
+            self.drain_outcomes.remove(&l);
+            self.drain_duration.remove(&l);
         }
         for claim in owned.claims {
             let l = ClaimLabels {

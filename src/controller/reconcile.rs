@@ -1,5 +1,7 @@
 //! One evaluation of one policy: check, observe, decide, guard, act, record.
 
+mod drain;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,8 @@ struct Run<'a> {
     status: ScalingPolicyStatus,
     state: PolicyState,
     rate_limited: Option<String>,
+    /// Evaluate again this soon (a drain in progress), rather than after `spec.interval`.
+    requeue_soon: Option<Duration>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -99,6 +103,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         state,
         key,
         rate_limited: None,
+        requeue_soon: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -246,7 +251,10 @@ impl Run<'_> {
             self.condition(kind::READY, false, "TargetUnavailable", &message);
         }
         self.write_status().await?;
-        Ok(Requeue::requeue(policy.interval))
+        let after = self
+            .requeue_soon
+            .map_or(policy.interval, |soon| soon.min(policy.interval));
+        Ok(Requeue::requeue(after))
     }
 }
 
@@ -413,7 +421,21 @@ impl Run<'_> {
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
         let decision = &outcome.decision;
-        if decision.is_change() {
+        let drain = self
+            .drain_round(
+                policy,
+                brokers,
+                decision,
+                current,
+                previous.drain.as_ref(),
+                &api,
+            )
+            .await?;
+        if let Some(to) = drain.scaled_to {
+            memory.note_action(Action::ScaleDown, self.now);
+            replicas_now = to;
+            self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
+        } else if decision.is_change() && !drain.handled {
             let verdict = guard::check_brokers(brokers, decision);
             let stateful_set = brokers.stateful_set.clone();
             let carried = self
@@ -455,6 +477,7 @@ impl Run<'_> {
             ..BrokerStatus::default()
         };
         memory.write_status(&mut status);
+        status.drain = drain.status;
         self.status.brokers = Some(status);
         Ok(())
     }
