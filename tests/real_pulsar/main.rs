@@ -9,5 +9,6 @@ mod admin;
 mod bookie;
 mod common;
 mod controller;
+mod drain;
 mod freshness;
 mod presets;
