@@ -67,6 +67,32 @@ pub fn pause(per_second: u32, done: u32, elapsed: Duration) -> Duration {
     due.saturating_sub(elapsed)
 }
 
+/// What a broker needs beyond `brokerShutdownTimeoutMs` to exit after it closed, seconds.
+pub const GRACE_MARGIN_SECS: i64 = 5;
+/// Pulsar's default `brokerShutdownTimeoutMs`.
+pub const DEFAULT_SHUTDOWN_MS: i64 = 60_000;
+
+/// Whether the pod's `terminationGracePeriodSeconds` lets a broker that still owns bundles close
+/// before it is killed: `Ok` or `Err`, each with the numbers in words.
+pub fn grace_check(grace_secs: i64, shutdown_ms: Option<i64>) -> Result<String, String> {
+    let shutdown_ms = shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS).max(0);
+    let needed = (shutdown_ms + 999) / 1000 + GRACE_MARGIN_SECS;
+    let shutdown = shutdown_ms as f64 / 1000.0;
+    if grace_secs < needed {
+        Err(format!(
+            "terminationGracePeriodSeconds of the broker StatefulSet is {grace_secs} s, shorter \
+             than the broker's brokerShutdownTimeoutMs ({shutdown} s) + {GRACE_MARGIN_SECS} s \
+             margin = {needed} s: a broker that still owns bundles when it is stopped is killed \
+             before it hands them over; set terminationGracePeriodSeconds to at least {needed}"
+        ))
+    } else {
+        Ok(format!(
+            "terminationGracePeriodSeconds {grace_secs} s covers brokerShutdownTimeoutMs \
+             ({shutdown} s) + {GRACE_MARGIN_SECS} s"
+        ))
+    }
+}
+
 /// Phase of a drain as remembered in status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -353,6 +379,23 @@ mod tests {
             Next::Start { from: 3, to: 2 }
         );
         assert_eq!(next(None, 3, Some(&d), at(130), T, R), Next::Clear);
+    }
+
+    #[test]
+    fn the_grace_period_must_cover_the_shutdown_timeout_and_a_margin() {
+        // Pulsar's Helm chart: 30 s grace, the broker's default 60 s shutdown timeout.
+        let e = grace_check(30, None).unwrap_err();
+        assert!(
+            e.contains("is 30 s") && e.contains("(60 s)") && e.contains("= 65 s"),
+            "{e}"
+        );
+        assert!(grace_check(65, Some(60_000)).is_ok());
+        assert!(grace_check(64, Some(60_000)).is_err());
+        // A shortened broker timeout: 25 s + 5 s fits in 30 s.
+        let ok = grace_check(30, Some(25_000)).unwrap();
+        assert!(ok.contains("(25 s)"), "{ok}");
+        // Milliseconds round up: 25.5 s needs 31 s.
+        assert!(grace_check(30, Some(25_500)).is_err());
     }
 
     #[test]

@@ -38,10 +38,6 @@ const ROUND_BUDGET: Duration = Duration::from_secs(20);
 pub const DRAIN_REQUEUE: Duration = Duration::from_secs(1);
 /// Bound on one admin call.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a broker needs beyond `brokerShutdownTimeoutMs` to exit after it closed.
-const GRACE_MARGIN_SECS: i64 = 5;
-/// Pulsar's default `brokerShutdownTimeoutMs`.
-const DEFAULT_SHUTDOWN_MS: i64 = 60_000;
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE_SECS: i64 = 30;
 /// An abandoned drain holds new attempts at least this long (or the scale-down cooldown).
@@ -390,27 +386,15 @@ impl Run<'_> {
             self.condition(DRAIN_AVAILABLE, false, "AdminUnreachable", &message);
             return;
         }
-        let shutdown_ms = view.shutdown_ms.unwrap_or(DEFAULT_SHUTDOWN_MS);
-        let needed = (shutdown_ms + 999) / 1000 + GRACE_MARGIN_SECS;
-        if view.grace_secs < needed {
-            let message = format!(
-                "terminationGracePeriodSeconds of the broker StatefulSet is {} s, shorter than \
-                 the broker's brokerShutdownTimeoutMs ({} s) + {GRACE_MARGIN_SECS} s margin = \
-                 {needed} s: a broker that still owns bundles when it is stopped is killed \
-                 before it hands them over; set terminationGracePeriodSeconds to at least {needed}",
-                view.grace_secs,
-                shutdown_ms as f64 / 1000.0,
-            );
-            self.condition(DRAIN_AVAILABLE, false, "GracePeriodTooShort", &message);
-            return;
+        match plan::grace_check(view.grace_secs, view.shutdown_ms) {
+            Err(message) => {
+                self.condition(DRAIN_AVAILABLE, false, "GracePeriodTooShort", &message);
+            }
+            Ok(grace) => {
+                let message = format!("the admin API of all {current} brokers answers; {grace}");
+                self.condition(DRAIN_AVAILABLE, true, "DrainReady", &message);
+            }
         }
-        let message = format!(
-            "the admin API of all {current} brokers answers; terminationGracePeriodSeconds {} s \
-             covers brokerShutdownTimeoutMs ({} s) + {GRACE_MARGIN_SECS} s",
-            view.grace_secs,
-            shutdown_ms as f64 / 1000.0
-        );
-        self.condition(DRAIN_AVAILABLE, true, "DrainReady", &message);
     }
 
     /// The bundles each leaving broker owns, by broker id.
@@ -686,12 +670,16 @@ impl Run<'_> {
         done.from = drain.from.max(0) as u64;
         done.to = u64::from(to);
         let took = self.elapsed(&drain);
-        done.reasons.push(format!(
-            "after draining {} ({} bundles moved in {:.1} s)",
-            names(&drain),
-            drain.bundles_moved,
-            took.as_secs_f64()
-        ));
+        // First, so the bounded reason in the decision log always keeps it.
+        done.reasons.insert(
+            0,
+            format!(
+                "after draining {} ({} bundles moved in {:.1} s)",
+                names(&drain),
+                drain.bundles_moved,
+                took.as_secs_f64()
+            ),
+        );
         match actuate::scale(api, &brokers.stateful_set, to).await {
             Ok(()) => {
                 status::log_decision(&mut self.status, &done, "ScaleDown", self.now);
