@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::ObjectRef;
 
 use super::Run;
 use crate::actuate;
@@ -308,19 +307,11 @@ impl Run<'_> {
         view
     }
 
+    /// The StatefulSet from the API server: the watch's store strips the pod template, which
+    /// holds the grace period.
     async fn stateful_set(&self, name: &str) -> Option<StatefulSet> {
-        let stored = self
-            .ctx
-            .statefulsets
-            .get(&ObjectRef::new(name).within(&self.namespace));
-        match stored {
-            Some(s) => Some((*s).clone()),
-            None => {
-                let api: Api<StatefulSet> =
-                    Api::namespaced(self.ctx.client.clone(), &self.namespace);
-                api.get(name).await.ok()
-            }
-        }
+        let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        api.get(name).await.ok()
     }
 
     /// Pods `<set>-0 .. <set>-<current-1>` with their IPs (pods without one carry a problem).
