@@ -506,6 +506,14 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     delete_policy(&k, "timeout").await;
 
     // 4. The controller dies mid-drain; the next one resumes from status and scales once.
+    // Fresh namespaces: the load manager places their bundles on the emptiest broker, 2.
+    let more: Vec<String> = fresh_topics(&k, "resume")
+        .await
+        .iter()
+        .flat_map(|t| [t.clone(), format!("{t}-x")])
+        .collect();
+    let second = Load::start(&k.service_url, RATE, SIZE, &more);
+    second.wait_acked(300).await;
     let on_2 = bundles_on(&k, 2).await;
     assert!(on_2 >= 3, "broker 2 still owns bundles: {on_2}");
     create_policy(&k, "resume", spec(Some(admin()), Some(slow.clone()))).await;
@@ -554,8 +562,11 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
         1,
         "one drain, resumed: {ev:?}"
     );
-    let stats = load.stop().await;
-    eprintln!("load through the failure paths: {stats:?}");
-    assert_eq!(stats.failed, 0, "{stats:?}");
+    for load in [load, second] {
+        let stats = load.stop().await;
+        eprintln!("load through the failure paths: {stats:?}");
+        assert_eq!(stats.failed, 0, "{stats:?}");
+        assert_eq!(stats.received, stats.acked, "{stats:?}");
+    }
     assert!(controller.running());
 }
