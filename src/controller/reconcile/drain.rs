@@ -135,6 +135,18 @@ impl Run<'_> {
     ) -> Result<DrainRound, Error> {
         let Some(setup) = self.drain_setup() else {
             self.not_drained();
+            if let Some(d) = previous.filter(|d| d.phase == Phase::Draining.as_str()) {
+                let why = "brokers.admin or scaleDown.drain was removed from the spec";
+                self.log(decision, d, "DrainCancelled", why);
+                self.event(
+                    false,
+                    "DrainCancelled",
+                    "Drain",
+                    format!("{}: {why}", names(d)),
+                )
+                .await;
+                self.drain_ended(d, "cancelled");
+            }
             return Ok(DrainRound::default());
         };
         let view = self
