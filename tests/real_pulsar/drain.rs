@@ -161,6 +161,11 @@ struct Case {
     events: Vec<(String, String, String)>,
     /// The controller's drain series while the policy existed.
     metrics: Vec<String>,
+    /// Longest publish latency so far when the policy was created, when `/scale` changed and
+    /// when broker 2 had stopped: where in the scale-down a stall happened.
+    stall_at: [f64; 3],
+    /// Bundles broker 2 owned once `/scale` had changed (placed there after the drain's last look).
+    bundles_at_scale: usize,
 }
 
 impl Case {
@@ -186,6 +191,7 @@ async fn scale_down(
     let bundles_on_leaving = bundles_on(k, 2).await;
     let stops_before = stops_of_2(k).len();
     let started = Instant::now();
+    let at_policy = load.latest().max_ms;
     create_policy(k, name, spec).await;
     eventually(
         &format!("{name}: the controller scales 3 → 2"),
@@ -199,6 +205,8 @@ async fn scale_down(
     )
     .await;
     let seconds_to_scale = started.elapsed().as_secs_f64();
+    let at_scale = load.latest().max_ms;
+    let bundles_at_scale = bundles_on(k, 2).await;
     let stop = eventually(&format!("{name}: broker 2 stops"), 4 * 90, || async {
         stops_of_2(k)
             .get(stops_before)
@@ -206,6 +214,7 @@ async fn scale_down(
             .ok_or_else(|| format!("{:?}", k.kubelet_events()))
     })
     .await;
+    let at_stop = load.latest().max_ms;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let stats = load.stop().await;
     let case = Case {
@@ -214,6 +223,8 @@ async fn scale_down(
         stats,
         stop,
         seconds_to_scale,
+        stall_at: [at_policy, at_scale, at_stop],
+        bundles_at_scale,
         status: status(k, name).await,
         events: events(k, name).await,
         metrics: controller
@@ -299,6 +310,14 @@ async fn scale_down_with_drain_loses_nothing_next_to_a_plain_scale_down() {
             c.stop.took.as_secs_f64(),
             if c.stop.killed { " (killed)" } else { "" },
             c.seconds_to_scale,
+        );
+    }
+    for c in [&plain, &drained] {
+        println!(
+            "{}: longest publish so far at policy creation {:.0} ms, at /scale {:.0} ms, \
+             at broker 2's stop {:.0} ms, at the end {:.0} ms; broker 2 owned {} bundles once \
+             /scale changed",
+            c.name, c.stall_at[0], c.stall_at[1], c.stall_at[2], c.stats.max_ms, c.bundles_at_scale
         );
     }
     println!("drained events: {:?}", drained.events);
