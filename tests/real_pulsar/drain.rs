@@ -438,7 +438,37 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     set_grace(&k, 30).await;
     delete_policy(&k, "grace").await;
 
-    // 2. The admin API cannot be reached (wrong port): no drain, broker kept, /scale untouched.
+    // 2. Dry run: the decision says what would be drained; nothing moves.
+    let before = bundles_on(&k, 2).await;
+    let mut dry = spec(Some(admin()), Some(slow.clone()));
+    dry["dryRun"] = json!(true);
+    create_policy(&k, "dry", dry).await;
+    let reason = eventually("a dry-run scale-down naming the drain", 4 * 60, || async {
+        let s = status(&k, "dry").await;
+        s.decisions
+            .iter()
+            .find(|d| d.action == "ScaleDown" && d.dry_run)
+            .map(|d| d.reason.clone())
+            .ok_or_else(|| format!("{:?}", s.decisions))
+    })
+    .await;
+    assert!(
+        reason.contains(&format!(
+            "would first drain pulsar-broker-2 ({before} bundles)"
+        )),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(bundles_on(&k, 2).await, before, "a dry run moves nothing");
+    assert_eq!(k.replicas().await, 3);
+    let s = status(&k, "dry").await;
+    assert!(
+        s.brokers.and_then(|b| b.drain).is_none(),
+        "no drain in a dry run"
+    );
+    delete_policy(&k, "dry").await;
+
+    // 3. The admin API cannot be reached (wrong port): no drain, broker kept, /scale untouched.
     create_policy(
         &k,
         "unreachable",
@@ -484,7 +514,7 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     );
     delete_policy(&k, "unreachable").await;
 
-    // 3. A drain that cannot finish in time: abandoned, broker kept.
+    // 4. A drain that cannot finish in time: abandoned, broker kept.
     let on_2 = bundles_on(&k, 2).await;
     assert!(
         on_2 >= 4,
@@ -524,7 +554,7 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     assert_eq!(k.replicas().await, 3, "the broker is kept");
     delete_policy(&k, "timeout").await;
 
-    // 4. The controller dies mid-drain; the next one resumes from status and scales once.
+    // 5. The controller dies mid-drain; the next one resumes from status and scales once.
     // Fresh namespaces: the load manager places their bundles on the emptiest broker, 2.
     let more: Vec<String> = fresh_topics(&k, "resume")
         .await
