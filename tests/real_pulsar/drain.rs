@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pulsar_autoscaler::admin::{AdminClient, AdminSettings};
@@ -513,6 +514,39 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
         "no ScaleDown"
     );
     delete_policy(&k, "unreachable").await;
+
+    // The token Secret is read only with its owner's consent label; without it, nothing is
+    // drained and the condition says how to fix it.
+    let secrets: Api<Secret> = Api::namespaced(k.admin.clone(), NS);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "admin-token", "namespace": NS},
+        "stringData": {"TOKEN": "not-a-real-token"}}))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the Secret");
+    let with_token = json!({"port": WEB_PORT,
+        "auth": {"tokenSecretRef": {"name": "admin-token", "key": "TOKEN"}}});
+    create_policy(&k, "secret", spec(Some(with_token), Some(slow.clone()))).await;
+    let message = eventually(
+        "DrainAvailable names the unlabelled Secret",
+        4 * 60,
+        || async {
+            match condition(&status(&k, "secret").await, "DrainAvailable") {
+                Some((r, v, m)) if v == "False" && r == "AdminUnreachable" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains("admin-token") && message.contains("pulsar-autoscaler.dev/consent=true"),
+        "{message}"
+    );
+    assert_eq!(k.replicas().await, 3, "the broker is kept");
+    delete_policy(&k, "secret").await;
 
     // 4. A drain that cannot finish in time: abandoned, broker kept.
     let on_2 = bundles_on(&k, 2).await;
