@@ -151,6 +151,15 @@ async fn fresh_topics(k: &RealPulsarOnKube, tag: &str) -> Vec<String> {
         .collect()
 }
 
+/// 32 topics in two fresh namespaces.
+async fn doubled(k: &RealPulsarOnKube, tag: &str) -> Vec<String> {
+    fresh_topics(k, tag)
+        .await
+        .iter()
+        .flat_map(|t| [t.clone(), format!("{t}-x")])
+        .collect()
+}
+
 /// What one scale-down 3 → 2 did to the clients.
 struct Case {
     name: &'static str,
@@ -403,11 +412,7 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     let port = free_port();
     let mut controller =
         Controller::start(&k.controller_kubeconfig, "one", dir.join("c1.log"), port);
-    let topics = fresh_topics(&k, "fail").await;
-    let topics: Vec<String> = topics
-        .iter()
-        .flat_map(|t| [t.clone(), format!("{t}-x")])
-        .collect();
+    let topics = doubled(&k, "fail").await;
     let load = Load::start(&k.service_url, RATE, SIZE, &topics);
     load.wait_acked(300).await;
 
@@ -548,18 +553,21 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
     assert_eq!(k.replicas().await, 3, "the broker is kept");
     delete_policy(&k, "secret").await;
 
-    // 4. A drain that cannot finish in time: abandoned, broker kept.
+    // 4. A drain that cannot finish in time: abandoned, broker kept. More bundles first, so
+    // broker 2 surely owns a few.
+    let more = Load::start(&k.service_url, RATE / 2.0, SIZE, &doubled(&k, "more").await);
+    more.wait_acked(150).await;
     let on_2 = bundles_on(&k, 2).await;
     assert!(
-        on_2 >= 4,
-        "broker 2 owns enough bundles to outlast 2 s at 1/s: {on_2}"
+        on_2 >= 3,
+        "broker 2 owns enough bundles to outlast 1 s at 1/s: {on_2}"
     );
     create_policy(
         &k,
         "timeout",
         spec(
             Some(admin()),
-            Some(json!({"timeout": "2s", "maxUnloadsPerSecond": 1})),
+            Some(json!({"timeout": "1s", "maxUnloadsPerSecond": 1})),
         ),
     )
     .await;
@@ -575,7 +583,7 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
         drain
             .message
             .as_deref()
-            .is_some_and(|m| m.contains("not drained within drain.timeout 2s")),
+            .is_some_and(|m| m.contains("not drained within drain.timeout 1s")),
         "{drain:?}"
     );
     assert!(drain.bundles_left > 0, "{drain:?}");
@@ -590,13 +598,13 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
 
     // 5. The controller dies mid-drain; the next one resumes from status and scales once.
     // Fresh namespaces: the load manager places their bundles on the emptiest broker, 2.
-    let more: Vec<String> = fresh_topics(&k, "resume")
-        .await
-        .iter()
-        .flat_map(|t| [t.clone(), format!("{t}-x")])
-        .collect();
-    let second = Load::start(&k.service_url, RATE, SIZE, &more);
-    second.wait_acked(300).await;
+    let second = Load::start(
+        &k.service_url,
+        RATE / 2.0,
+        SIZE,
+        &doubled(&k, "resume").await,
+    );
+    second.wait_acked(150).await;
     let on_2 = bundles_on(&k, 2).await;
     assert!(on_2 >= 3, "broker 2 still owns bundles: {on_2}");
     create_policy(&k, "resume", spec(Some(admin()), Some(slow.clone()))).await;
@@ -645,7 +653,7 @@ async fn drain_failures_keep_the_broker_and_a_restart_resumes_the_drain() {
         1,
         "one drain, resumed: {ev:?}"
     );
-    for load in [load, second] {
+    for load in [load, more, second] {
         let stats = load.stop().await;
         eprintln!("load through the failure paths: {stats:?}");
         assert_eq!(stats.failed, 0, "{stats:?}");
