@@ -4,7 +4,8 @@
 test:
 	bash scripts/test.sh
 
-# Regenerate the CRD from the Rust types (crds/ and the copy deploy/ installs).
+# Regenerate the CRD from the Rust types (crds/ and the copies deploy/ and the Helm chart install).
 crd:
 	cargo run -q -- crd > crds/scalingpolicy.yaml
 	cp crds/scalingpolicy.yaml deploy/crd.yaml
+	cp crds/scalingpolicy.yaml charts/pulsar-autoscaler/crds/scalingpolicy.yaml

@@ -4,7 +4,9 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::recorder::Recorder;
 use serde_json::json;
 
 use crate::api::{FIELD_MANAGER, ScalingPolicy, ScalingPolicyStatus};
@@ -127,6 +129,8 @@ pub async fn apply_status(
 }
 
 /// Publishes an Event on the policy; failures are logged, never fatal (Events are best effort).
+/// The note says what first and why after the first `": "`; what identifies the Event, so a
+/// repeat joins its series and another action is an Event of its own (`crate::recorder`).
 pub async fn event(
     recorder: &Recorder,
     policy: &ObjectReference,

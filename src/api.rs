@@ -37,6 +37,12 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
     derive = "PartialEq",
     doc = "Declares how a Pulsar cluster's brokers are scaled and its bookie volumes grown.",
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "whether the policy can do its job; the Reason column (-o wide) says why not"
+    ),
+    printcolumn(
         name = "Target",
         type_ = "string",
         json_path = ".spec.brokers.statefulSet",
@@ -55,10 +61,36 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
         description = "broker replicas the policy wants"
     ),
     printcolumn(
+        name = "Metrics",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"MetricsAvailable\")].status",
+        description = "whether every metric had fresh data"
+    ),
+    printcolumn(
+        name = "Dry Run",
+        type_ = "boolean",
+        json_path = ".spec.dryRun",
+        description = "decisions are recorded, nothing is changed"
+    ),
+    printcolumn(
         name = "Last Action",
         type_ = "string",
         json_path = ".status.decisions[0].action",
         description = "newest decision"
+    ),
+    printcolumn(
+        name = "Last Dry Run",
+        type_ = "boolean",
+        json_path = ".status.decisions[0].dryRun",
+        description = "whether the newest decision was only recorded (dry run)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "why the policy is or is not Ready",
+        priority = "1"
     ),
     printcolumn(
         name = "Age",
@@ -738,7 +770,7 @@ pub struct ForecastSeries {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlapStatus {
-    /// Whether scale-downs currently wait for the highest recommendation of the last hour.
+    /// Whether scale-downs currently go no lower than the level the last hour's load needs.
     pub holding: bool,
     /// Direction changes of the recommendation within the last hour.
     pub turns_last_hour: i32,
@@ -754,6 +786,10 @@ pub struct FlapStatus {
     /// Why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Fewest brokers that kept the load within tolerance, as a running maximum over the last
+    /// hour (each entry is the highest since its time): what capacity is held at while flapping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Recommendation>,
 }
 
 /// One remembered recommendation.

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::decide::{self, Action, BrokerMemory, Flags, MetricEvaluation, units};
+use crate::metrics::round::plan;
 use crate::metrics::{MetricsSource, Target, collect};
 use crate::policy::Policy;
 
@@ -74,6 +75,19 @@ pub struct Report {
     pub claims: Vec<ClaimReport>,
     /// Source failures; non-empty means the source could not (fully) be read.
     pub errors: Vec<String>,
+    /// What was asked: the PromQL sent, or the URLs scraped in Direct mode.
+    pub asked: Vec<String>,
+}
+
+impl Report {
+    /// Whether there was something to read and none of it came back: no metric value and no
+    /// claim usage. The caller then shows what it asked and fails.
+    pub fn no_data(&self) -> bool {
+        let wanted = !self.metrics.is_empty() || self.decision.is_none();
+        wanted
+            && self.metrics.iter().all(|m| m.value.is_none())
+            && self.claims.iter().all(|c| c.used_percent.is_none())
+    }
 }
 
 /// Reads `source` once for `policy` and decides with no remembered state.
@@ -90,6 +104,13 @@ pub async fn evaluate(
         name,
         policy,
     };
+    let requests = plan(std::slice::from_ref(&target));
+    let asked = requests
+        .presets
+        .iter()
+        .map(|p| p.grouped_query())
+        .chain(requests.custom.iter().cloned())
+        .collect();
     let readings = collect(source, &[target], now)
         .await
         .pop()
@@ -148,6 +169,7 @@ pub async fn evaluate(
         decision,
         claims,
         errors,
+        asked,
     }
 }
 
@@ -203,6 +225,19 @@ pub fn text(r: &Report) -> String {
     }
     for e in &r.errors {
         let _ = writeln!(out, "error: {e}");
+    }
+    if r.no_data() {
+        let _ = writeln!(
+            out,
+            "no data: nothing usable came back from {}; asked:",
+            r.source
+        );
+        for a in &r.asked {
+            let _ = writeln!(out, "  {a}");
+        }
+        if r.asked.is_empty() {
+            let _ = writeln!(out, "  nothing (Direct mode needs --scrape URLs)");
+        }
     }
     out
 }

@@ -18,10 +18,11 @@ use crate::quantity;
 const MESSAGE_BOUND: usize = 600;
 
 /// Names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "policy",
     "exposition",
     "query_response",
+    "range_response",
     "quantity",
     "query_template",
     "trace_csv",
@@ -33,6 +34,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "policy" => policy_document(data),
         "exposition" => exposition_page(data),
         "query_response" => query_response(data),
+        "range_response" => range_response(data),
         "quantity" => quantity_text(data),
         "query_template" => query_template(data),
         "trace_csv" => trace_csv(data),
@@ -143,6 +145,30 @@ pub fn query_response(data: &[u8]) {
                     .unwrap_or_default();
                 assert!(reference.contains(trimmed), "the body was repeated: {text}");
             }
+        }
+    }
+}
+
+/// A range-query answer as `backtest --prometheus` and the forecast's history read it: the first
+/// two bytes are the HTTP status. Points never outnumber the body's bytes, and an error's text
+/// stays within a bound whatever the server sent.
+pub fn range_response(data: &[u8]) {
+    const COLUMN: &str = "throughput";
+    const QUERY: &str = "sum(rate(pulsar_throughput_in[1m]))";
+    let (status, body) = match data {
+        [a, b, rest @ ..] => (100 + u16::from_be_bytes([*a, *b]) % 500, rest),
+        _ => (200, data),
+    };
+    let body = String::from_utf8_lossy(body);
+    match crate::backtest::prometheus::decode_range(status, &body, COLUMN, QUERY) {
+        Ok(points) => assert!(points.len() <= body.len()),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.chars().count() <= COLUMN.len() + QUERY.len() + MESSAGE_BOUND,
+                "{} characters",
+                text.chars().count()
+            );
         }
     }
 }

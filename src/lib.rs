@@ -13,4 +13,6 @@ pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
+pub mod recorder;
+pub mod schema;
 pub mod telemetry;

@@ -16,6 +16,40 @@ use pulsar_autoscaler::evaluate;
 use pulsar_autoscaler::metrics::{self, Credentials, PodEndpoint, Role};
 use pulsar_autoscaler::policy::{self, RateLimit};
 use pulsar_autoscaler::quantity;
+use pulsar_autoscaler::telemetry;
+
+/// `print!` that ends the program quietly when the reader has gone (`backtest ... | head`)
+/// instead of panicking on the closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` with the same closed-pipe handling as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout; a closed pipe means nobody reads any more, so the program stops with
+/// success (everything it writes to files was written before). Any other failure to write
+/// stops it with an error.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -34,8 +68,10 @@ enum Command {
     Crd,
     /// Check ScalingPolicy YAML files offline with the rules the API server and controller apply.
     ///
-    /// Prints one line per problem as `file: field.path: what is wrong` (`file#N` for the N-th
-    /// document of a multi-document file) and exits non-zero when any file has a problem.
+    /// Applies what the API server applies (the CRD's schema with strict unknown fields, its CEL
+    /// rules, the object's metadata) and the controller's own rules. Prints one line per problem
+    /// as `file: field.path: what is wrong` (`file#N` for the N-th document of a multi-document
+    /// file), `file: ok` for a file without any, and exits non-zero when any file has a problem.
     Validate {
         /// YAML files, each holding one or more ScalingPolicy documents.
         #[arg(required = true)]
@@ -49,8 +85,9 @@ enum Command {
     /// Evaluate a policy once against its metrics source, without a cluster; changes nothing.
     ///
     /// Prints each metric's value, target and proposed replicas, then the decision and its
-    /// reasons. Exits 1 for an invalid policy file and 2 when the source could not be read
-    /// (the decision is then a hold).
+    /// reasons. Exits 1 for an invalid policy file (or `--scrape` with a policy that names a
+    /// source URL) and 2 when the source could not be read or returned no data at all (the
+    /// decision is then a hold; the queries or URLs asked are printed).
     Evaluate {
         /// ScalingPolicy YAML file (the first document is used).
         #[arg(long)]
@@ -120,6 +157,16 @@ struct RunArgs {
     /// InsecureSkipVerifyForbidden) instead of only warning about them.
     #[arg(long)]
     forbid_insecure_skip_verify: bool,
+    /// Log lines on stderr: `text` (coloured only on a terminal; `NO_COLOR` turns colour off)
+    /// or `json` (one object per line). `RUST_LOG` sets the level (default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_allowed_source(text: &str) -> Result<policy::AllowedSource, String> {
@@ -189,18 +236,35 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            // The cause chain on one line; a backtrace helps nobody who mistyped a file name.
-            eprintln!("error: {e:#}");
+            // The cause chain on one line, each cause once; a backtrace helps nobody who
+            // mistyped a file name.
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An `anyhow` error's context and causes on one line, skipping a cause the text already holds.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_controller(args),
         Command::Crd => {
-            print!(
+            out!(
                 "{}",
                 serde_yaml_ng::to_string(&ScalingPolicy::crd()).context("rendering the CRD")?
             );
@@ -222,7 +286,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
-    pulsar_autoscaler::telemetry::init_tracing();
+    pulsar_autoscaler::telemetry::init_tracing(match args.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    });
     let identity = args.identity.unwrap_or_else(|| {
         let host =
             std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "pulsar-autoscaler".into());
@@ -264,7 +331,7 @@ async fn evaluate_once(
     let problems = policy::check_yaml(&text);
     if !problems.is_empty() {
         for p in &problems {
-            println!("{name}: {}", p.problem);
+            outln!("{name}: {}", p.problem);
         }
         return Ok(ExitCode::FAILURE);
     }
@@ -277,11 +344,22 @@ async fn evaluate_once(
         Ok(ok) => ok,
         Err(problems) => {
             for p in &problems {
-                println!("{name}: {p}");
+                outln!("{name}: {p}");
             }
             return Ok(ExitCode::FAILURE);
         }
     };
+    if !scrape.is_empty()
+        && let Some(url) = &checked.source.url
+    {
+        // Reading one source while the user believes another is read is worse than no answer.
+        eprintln!(
+            "{name}: --scrape reads broker pods directly (Direct mode), but the policy reads its \
+             metrics from {url}; drop --scrape to evaluate against that source, or remove \
+             spec.metricsSource.url to evaluate in Direct mode"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let namespace = resource.metadata.namespace.as_deref().unwrap_or("default");
     let policy_name = resource.metadata.name.as_deref().unwrap_or("unnamed");
     let statefulset = checked
@@ -325,7 +403,7 @@ async fn evaluate_once(
             ));
         }
     };
-    let report = evaluate::evaluate(
+    let mut report = evaluate::evaluate(
         source.as_ref(),
         namespace,
         policy_name,
@@ -334,11 +412,14 @@ async fn evaluate_once(
         jiff::Timestamp::now(),
     )
     .await;
-    match output {
-        Output::Text => print!("{}", evaluate::text(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    if checked.source.kind == SourceType::Direct {
+        report.asked = scrape.iter().map(|u| format!("GET {u}")).collect();
     }
-    Ok(if report.errors.is_empty() {
+    match output {
+        Output::Text => out!("{}", evaluate::text(&report)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.errors.is_empty() && !report.no_data() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
@@ -374,13 +455,14 @@ async fn credentials(
 fn unreachable(output: Output, file: &str, why: &str, replicas: u32) -> ExitCode {
     let reason = format!("metrics source unavailable: {why}; holding {replicas} replicas");
     match output {
-        Output::Text => println!("{file}: decision: Hold {replicas} -> {replicas}\n  - {reason}"),
-        Output::Json => println!(
+        Output::Text => outln!("{file}: decision: Hold {replicas} -> {replicas}\n  - {reason}"),
+        Output::Json => outln!(
             "{}",
             serde_json::json!({
                 "metrics": [],
                 "decision": {"action": "Hold", "from": replicas, "to": replicas, "reasons": [reason]},
                 "errors": [why],
+                "asked": [],
             })
         ),
     }
@@ -422,8 +504,8 @@ fn run_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let forecast = args.compare.contains(&Baseline::Forecast);
     let report = backtest::run_compared(&trace, &loaded, &options, forecast)?;
     report.write(&args.out)?;
-    print!("{}", report.table());
-    println!(
+    out!("{}", report.table());
+    outln!(
         "wrote {dir}/decisions.csv{hpa}, {dir}/summary.json and {dir}/chart.svg",
         dir = args.out.display(),
         hpa = if report.hpa.is_some() {
@@ -469,7 +551,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
-                println!("{name}: cannot read: {e}");
+                outln!("{name}: cannot read: {e}");
                 failed = true;
                 continue;
             }
@@ -478,10 +560,13 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let multi = problems.iter().any(|p| p.document > 1);
         for p in &problems {
             if multi {
-                println!("{name}#{}: {}", p.document, p.problem);
+                outln!("{name}#{}: {}", p.document, p.problem);
             } else {
-                println!("{name}: {}", p.problem);
+                outln!("{name}: {}", p.problem);
             }
+        }
+        if problems.is_empty() {
+            outln!("{name}: ok");
         }
         failed |= !problems.is_empty();
     }

@@ -312,11 +312,9 @@ impl Checker {
     fn duration(&mut self, path: &str, text: &str) -> Duration {
         match humantime::parse_duration(text) {
             Ok(d) => d,
-            Err(e) => {
-                self.problems.push(Problem::new(
-                    path,
-                    format!("{text:?} is not a duration such as 30s or 10m: {e}"),
-                ));
+            Err(_) => {
+                self.problems
+                    .push(Problem::new(path, crate::schema::duration_message(text)));
                 Duration::ZERO
             }
         }
@@ -893,6 +891,40 @@ pub struct DocumentProblem {
     pub problem: Problem,
 }
 
+/// Checks one object from a file as `kubectl apply` would have the API server check it: the
+/// schema with strict unknown fields and the object's metadata first, then `check_object`'s CEL
+/// and Rust rules, without repeating a field the schema already refused.
+pub fn check_file_object(object: &Value) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = match check_object(object) {
+        Ok(_) => Vec::new(),
+        Err(p) => p,
+    };
+    let header = problems
+        .iter()
+        .any(|p| p.path == "apiVersion" || p.path == "kind");
+    if header {
+        return problems;
+    }
+    let schema: Vec<Problem> = crate::schema::check(object, crd_schema())
+        .into_iter()
+        .map(|(path, message)| Problem::new(path, message))
+        .collect();
+    if schema.is_empty() {
+        return problems;
+    }
+    // A field the schema refused is often refused again by serde or a rule, in other words.
+    problems.retain(|p| {
+        !schema.iter().any(|s| {
+            p.path == s.path
+                || p.path.starts_with(&format!("{}.", s.path))
+                || p.path.starts_with(&format!("{}[", s.path))
+        })
+    });
+    let mut all = schema;
+    all.extend(problems);
+    all
+}
+
 /// Checks every document of a (multi-document) YAML text; empty documents are skipped.
 pub fn check_yaml(text: &str) -> Vec<DocumentProblem> {
     use serde::Deserialize;
@@ -915,13 +947,11 @@ pub fn check_yaml(text: &str) -> Vec<DocumentProblem> {
                 break;
             }
         };
-        if let Err(problems) = check_object(&value) {
-            out.extend(
-                problems
-                    .into_iter()
-                    .map(|problem| DocumentProblem { document, problem }),
-            );
-        }
+        out.extend(
+            check_file_object(&value)
+                .into_iter()
+                .map(|problem| DocumentProblem { document, problem }),
+        );
     }
     out
 }

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub metrics_available: Family<PolicyLabels, Gauge>,
     /// 1 when scaling is limited (bounds, steps, cooldowns).
     pub scaling_limited: Family<PolicyLabels, Gauge>,
+    /// 1 when the policy can do its job (its `Ready` condition is True).
+    pub policy_ready: Family<PolicyLabels, Gauge>,
     /// Used percent of each claim.
     pub claim_used_percent: Family<ClaimLabels, GaugeF>,
     /// Capacity of each claim in bytes.
@@ -184,6 +186,7 @@ impl Metrics {
             max_replicas: Family::default(),
             metrics_available: Family::default(),
             scaling_limited: Family::default(),
+            policy_ready: Family::default(),
             claim_used_percent: Family::default(),
             claim_capacity_bytes: Family::default(),
             claim_max_size_bytes: Family::default(),
@@ -247,6 +250,11 @@ impl Metrics {
             "metrics_available",
             "1 when every metric of the policy had usable data",
             m.metrics_available.clone(),
+        );
+        r.register(
+            "policy_ready",
+            "1 when the policy can do its job (Ready condition True); 0 names no reason, the condition does",
+            m.policy_ready.clone(),
         );
         r.register(
             "scaling_limited",
@@ -383,6 +391,7 @@ impl Metrics {
             &self.metrics_available,
             &self.scaling_limited,
             &self.drain_bundles_left,
+            &self.policy_ready,
         ] {
             family.remove(&l);
         }
@@ -495,19 +504,76 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Sets up tracing from `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Sets up tracing from `RUST_LOG` (default `info`), writing to stderr. Colour codes only when
+/// stderr is a terminal and `NO_COLOR` is unset: a file or `kubectl logs` gets plain text.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+    };
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the message
+/// already carries (many errors print their source) is not repeated.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    // Multi-line causes (some servers answer with several lines) stay on one log line.
+    line.replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Hides(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner\nsecond line")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_chain_is_one_line_with_each_cause_once() {
+        assert_eq!(chain(&Repeats(Inner)), "outer: inner second line");
+        assert_eq!(chain(&Hides(Inner)), "outer: inner second line");
+    }
 
     #[test]
     fn declared_decision_counters_are_exported_at_zero() {

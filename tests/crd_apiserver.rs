@@ -398,6 +398,12 @@ async fn status_subresource_and_printer_columns() {
         "kind": "ScalingPolicy",
         "status": {
             "observedGeneration": 1,
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "NoData",
+                 "message": "no usable metric", "lastTransitionTime": "2026-01-02T03:04:05Z"},
+                {"type": "MetricsAvailable", "status": "False", "reason": "MetricsUnavailable",
+                 "message": "no usable metric", "lastTransitionTime": "2026-01-02T03:04:05Z"}
+            ],
             "brokers": {"currentReplicas": 3, "desiredReplicas": 5},
             "decisions": [{
                 "time": "2026-01-02T03:04:05Z",
@@ -405,7 +411,8 @@ async fn status_subresource_and_printer_columns() {
                 "action": "ScaleUp",
                 "from": 3,
                 "to": 5,
-                "reason": "throughput 230Mi/s over 50Mi per broker"
+                "reason": "throughput 230Mi/s over 50Mi per broker",
+                "dryRun": true
             }]
         }
     });
@@ -460,12 +467,39 @@ async fn status_subresource_and_printer_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Name", "Target", "Current", "Desired", "Last Action", "Age"]
+        [
+            "Name",
+            "Ready",
+            "Target",
+            "Current",
+            "Desired",
+            "Metrics",
+            "Dry Run",
+            "Last Action",
+            "Last Dry Run",
+            "Reason",
+            "Age"
+        ]
     );
+    // Readiness, metrics and dry-run at a glance; the reason and the newest decision's dry-run
+    // flag only with `-o wide` (priority 1).
+    let wide: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) > 0)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(wide, ["Last Dry Run", "Reason"]);
     let cells = &table["rows"][0]["cells"];
     assert_eq!(cells[0], "brokers");
-    assert_eq!(cells[1], "pulsar-broker");
-    assert_eq!(cells[2], 3);
-    assert_eq!(cells[3], 5);
-    assert_eq!(cells[4], "ScaleUp");
+    assert_eq!(cells[1], "False");
+    assert_eq!(cells[2], "pulsar-broker");
+    assert_eq!(cells[3], 3);
+    assert_eq!(cells[4], 5);
+    assert_eq!(cells[5], "False");
+    assert_eq!(cells[6], false);
+    assert_eq!(cells[7], "ScaleUp");
+    assert_eq!(cells[8], true);
+    assert_eq!(cells[9], "NoData");
 }

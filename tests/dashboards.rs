@@ -1,4 +1,4 @@
-//! The Grafana dashboards of `dashboards/` and the alert rules of `deploy/prometheusrule.yaml`:
+//! The Grafana dashboards of `dashboards/` and the alert rules of `deploy/monitoring/prometheusrule.yaml`:
 //! well-formed for import and for `promtool`, and, in an end-to-end run (API server, emulator,
 //! Prometheus, the controller as a subprocess, a second Prometheus scraping the controller as the
 //! ServiceMonitor would), every query returns data, every metric they name is one the controller
@@ -110,7 +110,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// The rule groups of the PrometheusRule, as a Prometheus rules file.
 fn rule_groups() -> Value {
     let rule: Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string("deploy/prometheusrule.yaml").expect("deploy/prometheusrule.yaml"),
+        &std::fs::read_to_string("deploy/monitoring/prometheusrule.yaml")
+            .expect("deploy/monitoring/prometheusrule.yaml"),
     )
     .expect("PrometheusRule YAML");
     json!({"groups": rule["spec"]["groups"].clone()})
@@ -165,9 +166,11 @@ fn dashboards_are_importable_with_their_template_variables() {
                 v["name"]
             );
             let q = variable_query(v);
+            // `why_namespace` offers namespaces, `why_policy` policies.
+            let name = v["name"].as_str().unwrap();
+            let label = name.strip_prefix("why_").unwrap_or(name);
             assert!(
-                q.starts_with("label_values(")
-                    && q.ends_with(&format!(", {})", v["name"].as_str().unwrap())),
+                q.starts_with("label_values(") && q.ends_with(&format!(", {label})")),
                 "{file}: variable {} query {q:?}",
                 v["name"]
             );
@@ -234,11 +237,109 @@ fn dashboards_are_importable_with_their_template_variables() {
         .into_iter()
         .find(|(_, d)| d["uid"] == "pulsar-autoscaler-scaling")
         .expect("the scaling dashboard");
+    // Its commands are for one policy: single-valued variables, never a multi-value list.
     assert!(panels(&scaling).iter().any(|p| {
         p["options"]["content"]
             .as_str()
-            .is_some_and(|c| c.contains("kubectl -n $namespace describe sp $policy"))
+            .is_some_and(|c| c.contains("kubectl -n $why_namespace describe sp $why_policy"))
     }));
+    for name in ["why_namespace", "why_policy"] {
+        let v = variables(&scaling)
+            .into_iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"));
+        assert_eq!(v["multi"], false, "{name}");
+        assert_eq!(v["includeAll"], false, "{name}");
+    }
+    // A row of "Metrics now" links to the Why panel for its own policy.
+    let links = panels(&scaling)
+        .iter()
+        .filter(|p| p["title"] == "Metrics now")
+        .map(|p| p["fieldConfig"].to_string())
+        .collect::<String>();
+    assert!(
+        links.contains("var-why_policy=${__data.fields.policy}")
+            && links.contains("var-why_namespace=${__data.fields.namespace}"),
+        "{links}"
+    );
+}
+
+/// The unit a panel plotting metric values must have, from the metric kinds it selects.
+fn unit_for(expr: &str) -> Option<&'static str> {
+    if expr.contains("metric=\"throughput\"") {
+        Some("binBps")
+    } else if expr.contains("metric=\"messagerate\"") {
+        Some("suffix: msg/s")
+    } else if expr.contains("metric=~\"heapmemory|directmemory\"") {
+        Some("percent")
+    } else if expr.contains("metric!~") {
+        Some("short")
+    } else {
+        None
+    }
+}
+
+#[test]
+fn values_sit_next_to_targets_with_one_unit_per_panel() {
+    let (_, scaling) = dashboards()
+        .into_iter()
+        .find(|(_, d)| d["uid"] == "pulsar-autoscaler-scaling")
+        .expect("the scaling dashboard");
+    let mut kinds = BTreeSet::new();
+    for p in panels(&scaling) {
+        let title = p["title"].as_str().unwrap_or_default();
+        let exprs: Vec<&str> = p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        let values: Vec<&&str> = exprs
+            .iter()
+            .filter(|e| e.contains("pulsar_autoscaler_metric_value"))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        // Bytes/s and percent never share an axis: each panel selects one kind of metric.
+        let units: BTreeSet<Option<&str>> = exprs.iter().map(|e| unit_for(e)).collect();
+        assert_eq!(units.len(), 1, "{title}: mixes metric kinds: {exprs:?}");
+        let unit =
+            units.into_iter().next().flatten().unwrap_or_else(|| {
+                panic!("{title}: plots values of every kind at once: {exprs:?}")
+            });
+        assert_eq!(p["fieldConfig"]["defaults"]["unit"], unit, "{title}");
+        kinds.insert(unit);
+        // The target is drawn next to the value, and the legend shows the latest of both.
+        assert!(
+            exprs
+                .iter()
+                .any(|e| e.contains("pulsar_autoscaler_metric_target")),
+            "{title}: a value without its target"
+        );
+        let calcs = p["options"]["legend"]["calcs"].to_string();
+        assert!(calcs.contains("lastNotNull"), "{title}: {calcs}");
+    }
+    assert_eq!(
+        kinds.len(),
+        4,
+        "throughput, message rate, memory and custom: {kinds:?}"
+    );
+    // Replica counts are whole numbers.
+    for p in panels(&scaling) {
+        if p["title"].as_str().is_some_and(|t| t.contains("eplicas")) && p["type"] == "timeseries" {
+            assert_eq!(
+                p["fieldConfig"]["defaults"]["unit"], "none",
+                "{}",
+                p["title"]
+            );
+            assert_eq!(
+                p["fieldConfig"]["defaults"]["decimals"], 0,
+                "{}",
+                p["title"]
+            );
+        }
+    }
 }
 
 #[test]
@@ -384,7 +485,13 @@ brokers:
   statefulSet: pulsar-broker
   minReplicas: 2
   maxReplicas: 5
-  metrics: [{type: Throughput, targetPerBroker: 60Mi}]
+  # Throughput decides; the other kinds have targets far above the load, so that every panel
+  # per kind of metric has data.
+  metrics:
+    - {type: Throughput, targetPerBroker: 60Mi}
+    - {type: MessageRate, targetPerBroker: "1000000000"}
+    - {type: HeapMemory, targetUtilization: 99}
+    - {type: Custom, name: inbound, query: "sum(pulsar_broker_rate_in)", targetPerBroker: "1000000000"}
   scaleUp: {stabilizationWindow: 0s, cooldown: 2s, maxStep: {replicas: 4}}
   scaleDown: {stabilizationWindow: 1m, cooldown: 1m, maxStep: {replicas: 1}}
 rateLimit: {actionsPerHour: 1000, burst: 100}
@@ -493,6 +600,12 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
     p.stop_prometheus();
     let unavailable = wait_firing(&monitor, "PulsarAutoscalerMetricsUnavailable").await;
     assert_eq!(unavailable["policy"], "brokers", "{unavailable}");
+    // Without its source the policy cannot do its job: Ready False, and the alert says so.
+    let not_ready = wait_firing(&monitor, "PulsarAutoscalerPolicyNotReady").await;
+    assert!(
+        ["brokers", "disks"].contains(&not_ready["policy"].as_str().unwrap_or_default()),
+        "{not_ready}"
+    );
     wait_firing(&monitor, "PulsarAutoscalerSourceErrors").await;
     assert!(
         firing(&monitor, "PulsarAutoscalerDown").await.is_err(),
@@ -509,7 +622,7 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
         .map(String::from)
         .collect();
     let mut referenced =
-        metric_names(&std::fs::read_to_string("deploy/prometheusrule.yaml").unwrap());
+        metric_names(&std::fs::read_to_string("deploy/monitoring/prometheusrule.yaml").unwrap());
     for (file, d) in dashboards() {
         for name in metric_names(&d.to_string()) {
             assert!(
@@ -555,6 +668,7 @@ async fn every_query_returns_data_and_the_alerts_fire_in_an_end_to_end_run() {
         "PulsarBookieClaimNearlyFull",
         "PulsarAutoscalerActionsRateLimited",
         "PulsarAutoscalerMetricsUnavailable",
+        "PulsarAutoscalerPolicyNotReady",
         "PulsarAutoscalerSourceErrors",
         "PulsarAutoscalerDown",
         "PulsarAutoscalerNoLeader",

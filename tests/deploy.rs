@@ -74,6 +74,9 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} in the rendered base"))
 }
 
+/// The overlays with the monitoring objects, applied after the base where an operator runs.
+const MONITORING: [&str; 2] = ["deploy/monitoring/", "deploy/monitoring/victoriametrics/"];
+
 /// Manifests of the base: every YAML file directly in deploy/ except the kustomization.
 fn manifests() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir("deploy")
@@ -101,13 +104,10 @@ fn the_base_renders_every_manifest_and_no_example() {
             "Deployment",
             "Namespace",
             "PodDisruptionBudget",
-            "PrometheusRule",
             "Role",
             "RoleBinding",
             "Service",
             "ServiceAccount",
-            "ServiceMonitor",
-            "VMServiceScrape",
         ]
     );
     // Every file of the base is in the kustomization (examples/ is a directory, left out).
@@ -192,16 +192,33 @@ fn the_base_renders_every_manifest_and_no_example() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], "metrics");
 
-    // The Service selects the pods; both scrape objects select the Service and its port, and keep
-    // the controller's own `namespace` label.
+    // The Service selects the pods; both scrape objects (in the monitoring overlays) select the
+    // Service and its port, and keep the controller's own `namespace` label.
     let pod_labels = &spec["template"]["metadata"]["labels"];
     let service = find(&docs, "Service");
     for (k, v) in service["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&pod_labels[k], v, "Service selector {k}");
     }
     assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+    let mut monitoring = Vec::new();
+    for overlay in MONITORING {
+        let (rendered, _) = ok(&["kustomize", overlay], None);
+        monitoring.extend(documents(&rendered));
+    }
+    let mut kinds: Vec<&str> = monitoring
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["PrometheusRule", "ServiceMonitor", "VMServiceScrape"]
+    );
+    for d in &monitoring {
+        assert_eq!(d["metadata"]["namespace"], "pulsar-autoscaler");
+    }
     for kind in ["ServiceMonitor", "VMServiceScrape"] {
-        let scrape = find(&docs, kind);
+        let scrape = find(&monitoring, kind);
         for (k, v) in scrape["spec"]["selector"]["matchLabels"]
             .as_object()
             .unwrap()
@@ -220,6 +237,27 @@ fn the_base_renders_every_manifest_and_no_example() {
 async fn every_manifest_and_the_base_pass_a_server_side_dry_run() {
     let server = ApiServer::start().await;
     let kc = Some(server.kubeconfig());
+    // A cluster without the Prometheus operator: the README's install command works as it is,
+    // twice (upgrades re-apply the same base), and only the monitoring overlays need the CRDs.
+    let (first, _) = ok(&["apply", "-k", "deploy/"], kc);
+    assert!(
+        first.contains("deployment.apps/pulsar-autoscaler created"),
+        "{first}"
+    );
+    let (again, _) = ok(&["apply", "-k", "deploy/"], kc);
+    assert!(
+        again.contains("unchanged") && !again.contains("created"),
+        "{again}"
+    );
+    for overlay in MONITORING {
+        let out = run(&["apply", "-k", overlay], kc);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("no matches for kind"),
+            "{overlay} needs its operator's CRDs: {stderr}"
+        );
+    }
+
     // The operators' CRDs, as a cluster running prometheus-operator and vm-operator has them.
     ok(
         &["apply", "--server-side", "-f", "tests/fixtures/crds/"],
@@ -235,9 +273,7 @@ async fn every_manifest_and_the_base_pass_a_server_side_dry_run() {
         ],
         kc,
     );
-    // A dry run creates nothing, so the namespaced objects need their namespace for real; the
-    // CRD likewise for nothing (objects of its kind are not in the base).
-    ok(&["apply", "-f", "deploy/namespace.yaml"], kc);
+    // The namespace exists from the install above; a dry run would create nothing.
 
     for file in manifests() {
         let path = file.to_string_lossy().into_owned();
@@ -253,19 +289,26 @@ async fn every_manifest_and_the_base_pass_a_server_side_dry_run() {
 
     let (stdout, stderr) = ok(&["apply", "-k", "deploy/", "--dry-run=server"], kc);
     assert!(!stderr.contains("Warning"), "{stderr}");
+    assert!(
+        stdout.contains("deployment.apps/pulsar-autoscaler"),
+        "{stdout}"
+    );
+
+    // And for real: the base, then one more command per operator for its objects.
+    ok(&["apply", "-k", "deploy/"], kc);
+    let (again, _) = ok(&["apply", "-k", "deploy/"], kc);
+    assert!(again.contains("unchanged"), "{again}");
+    let mut applied = String::new();
+    for overlay in MONITORING {
+        applied.push_str(&ok(&["apply", "-k", overlay], kc).0);
+    }
     for object in [
-        "deployment.apps/pulsar-autoscaler",
         "servicemonitor.monitoring.coreos.com/pulsar-autoscaler",
         "vmservicescrape.operator.victoriametrics.com/pulsar-autoscaler",
         "prometheusrule.monitoring.coreos.com/pulsar-autoscaler",
     ] {
-        assert!(stdout.contains(object), "{object} not applied:\n{stdout}");
+        assert!(applied.contains(object), "{object} not applied:\n{applied}");
     }
-
-    // And for real: the install command works twice (upgrades re-apply the same base).
-    ok(&["apply", "-k", "deploy/"], kc);
-    let (again, _) = ok(&["apply", "-k", "deploy/"], kc);
-    assert!(again.contains("unchanged"), "{again}");
     let (json, _) = ok(
         &[
             "-n",

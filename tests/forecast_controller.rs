@@ -118,3 +118,82 @@ async fn rising_load_is_met_ahead_and_the_status_keeps_the_trend() {
     .await;
     assert!((0..=120).contains(&measured), "{measured}");
 }
+
+/// Follows every swing without flap damping: no window, no cooldown. Two turns an hour count.
+const SWINGING: &str = r#"
+interval: 2s
+metricsSource: {type: Prometheus, url: "{{prometheus}}", maxStaleness: 30s}
+brokers:
+  statefulSet: pulsar-broker
+  minReplicas: 2
+  maxReplicas: 12
+  tolerance: 0.1
+  metrics: [{type: Throughput, targetPerBroker: 60Mi}]
+  scaleUp: {stabilizationWindow: 0s, cooldown: 0s, maxStep: {replicas: 4}}
+  scaleDown: {stabilizationWindow: 0s, cooldown: 0s, maxStep: {replicas: 4}}
+  forecast: {enabled: true, horizon: 20s, flapTurnsPerHour: 2}
+rateLimit: {actionsPerHour: 1000, burst: 100}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swinging_load_turns_flapping_true_with_one_event() {
+    let p = Pulsar::start(Shape::default()).await;
+    let _c = p.controller("a");
+    p.create_policy("swing", SWINGING).await;
+    let flapping = |sp: &ScalingPolicy| {
+        sp.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Flapping").cloned())
+    };
+    // Load 1 is 3 brokers' worth, load 2 six: the recommendation swings 3 → 6 → 3 → 6, two
+    // turns of three brokers each.
+    for load in [2.0, 1.0, 2.0, 1.0, 2.0] {
+        p.set_load(load).await;
+        let want = if load > 1.5 { 6 } else { 3 };
+        eventually("the recommendation following the load", 240, || async {
+            let sp = p.policy("swing").await;
+            let last = sp
+                .status
+                .as_ref()
+                .and_then(|s| s.brokers.as_ref())
+                .and_then(|b| b.recommendations.last().map(|r| r.replicas));
+            if flapping(&sp).is_some_and(|c| c.status == "True") || last == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("{last:?}"))
+            }
+        })
+        .await;
+    }
+    let c = eventually("Flapping True", 240, || async {
+        match flapping(&p.policy("swing").await) {
+            Some(c) if c.status == "True" => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(c.reason, "HoldingCapacity");
+    assert!(
+        c.message
+            .starts_with("load is flapping: the recommendation changed direction")
+            && c.message.contains("holding 6 brokers"),
+        "{}",
+        c.message
+    );
+    let sp = p.policy("swing").await;
+    let status = sp.status.as_ref().and_then(|s| s.brokers.as_ref());
+    let flap = status
+        .and_then(|b| b.flapping.clone())
+        .expect("status.brokers.flapping");
+    assert!(flap.holding && flap.turns_last_hour >= 2, "{flap:?}");
+    // One Event when it turned True, not one per evaluation while it stays so.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let events: Vec<_> = p
+        .events("swing")
+        .await
+        .into_iter()
+        .filter(|(reason, _, _)| reason == "Flapping")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].1.contains("holding 6 brokers"), "{events:?}");
+}

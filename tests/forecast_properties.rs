@@ -452,11 +452,12 @@ fn yesterdays_rise_is_expected_today() {
 #[test]
 fn flapping_load_holds_capacity_and_says_so() {
     // Load swinging between 500 and 1000 every 4 minutes on a policy whose 5-minute down
-    // window lets it follow: after four turns, scale-downs wait for the hour's highest.
+    // window lets it follow: after four turns, capacity is held at the flap level, the fewest
+    // brokers that keep 1000 within the 10 % tolerance of 100 per broker (ceil(9.09) = 10).
     let p = throughput_policy();
     let mut memory = BrokerMemory::default();
     let mut current = 6u32;
-    let mut downs_after_hold = 0;
+    let mut changes_after_hold = 0;
     let mut held = false;
     for i in 0..240 {
         let now = i * STEP;
@@ -484,17 +485,16 @@ fn flapping_load_holds_capacity_and_says_so() {
         if o.holding {
             held = true;
             assert!(
-                o.memory
-                    .ahead
-                    .flap_message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("load is flapping")),
+                o.memory.ahead.flap_message.as_deref().is_some_and(|m| m
+                    .starts_with("load is flapping")
+                    && m.contains("holding 10 brokers")),
                 "{:?}",
                 o.memory.ahead
             );
         }
-        if held && o.decision.action == Action::ScaleDown {
-            downs_after_hold += 1;
+        if held && o.decision.is_change() {
+            changes_after_hold += 1;
+            assert!(o.decision.to >= 10, "{}", o.decision.reason());
         }
         memory = o.memory.clone();
         if o.decision.is_change() {
@@ -503,7 +503,12 @@ fn flapping_load_holds_capacity_and_says_so() {
         }
     }
     assert!(held, "never noticed the flapping");
-    assert_eq!(downs_after_hold, 0);
+    // At most the one step down to the level (from a forecast's crest), then nothing.
+    assert!(
+        changes_after_hold <= 1,
+        "{changes_after_hold} changes while holding"
+    );
+    assert_eq!(current, 10);
     // The status carries it.
     let mut status = pulsar_autoscaler::api::BrokerStatus::default();
     memory.write_status(&mut status);
@@ -513,4 +518,169 @@ fn flapping_load_holds_capacity_and_says_so() {
     let back = BrokerMemory::from_status(&status);
     assert_eq!(back.ahead.turns.times, memory.ahead.turns.times);
     assert!(back.ahead.holding);
+    assert_eq!(back.ahead.levels, memory.ahead.levels);
+    assert_eq!(back.ahead.levels.first().map(|l| l.1), Some(10));
+}
+
+/// Memory of a policy that has seen the load flap: four turns in the last half hour, holding,
+/// the flap level `level` (noted 10 minutes ago) and the recommendation `window_high` one
+/// minute ago.
+fn flapping_memory(now: i64, level: u32, window_high: u32) -> BrokerMemory {
+    let mut m = BrokerMemory {
+        recommendations: vec![(at(now - 60), window_high)],
+        ..BrokerMemory::default()
+    };
+    m.ahead.turns.times = (1..=4).map(|k| at(now - k * 300)).collect();
+    m.ahead.turns.last_direction = Some(-1);
+    m.ahead.turns.extreme = Some(window_high);
+    m.ahead.holding = true;
+    m.ahead.levels = vec![(at(now - 600), level)];
+    m
+}
+
+/// One evaluation of throughput `value` on `current` brokers, with and without the forecast
+/// (and so flap damping).
+fn once(
+    memory: &BrokerMemory,
+    current: u32,
+    value: f64,
+    now: i64,
+) -> (BrokerOutcome, BrokerOutcome) {
+    let p = throughput_policy();
+    let s = vec![Some(Sample {
+        value,
+        observed_at: at(now),
+        reporting: Some(current),
+    })];
+    let inputs = BrokerInputs {
+        policy: &p,
+        flags: Flags::default(),
+        max_staleness: STALE,
+        current,
+        samples: &s,
+        memory,
+        now: at(now),
+    };
+    let ahead = Ahead {
+        policy: auto(),
+        history: &NoHistory,
+        unmeasured_horizon: Duration::from_secs(60),
+    };
+    (
+        decide_brokers_with(&inputs, Some(&ahead)),
+        decide_brokers_with(&inputs, None),
+    )
+}
+
+#[test]
+fn flapping_holds_the_level_a_small_scale_down_would_leave() {
+    // 11 brokers, the 5-minute window's highest is 10, the last hour's load needed 11 within
+    // tolerance: the scale-down the window allows would be the next swing's scale-up, so 11
+    // are held.
+    let now = 7200;
+    let (with, without) = once(&flapping_memory(now, 11, 10), 11, 500.0, now);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleDown, 10)
+    );
+    assert_eq!(
+        with.decision.action,
+        Action::Hold,
+        "{}",
+        with.decision.reason()
+    );
+    assert!(with.holding);
+    assert!(
+        with.decision.reason().contains(
+            "holding 11 brokers, the fewest that kept the load of the last 1h within tolerance"
+        ),
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn flapping_holds_the_level_not_the_crests_recommendation() {
+    // 12 brokers (a crest's recommendation at the target); the window's highest has fallen to
+    // 10, and the last hour's load needed only 11 within tolerance: the scale-down goes to 11,
+    // not to 10 (the next swing's scale-up) nor held at 12 (the hour's highest recommendation).
+    let now = 7200;
+    let (with, without) = once(&flapping_memory(now, 11, 10), 12, 500.0, now);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleDown, 10)
+    );
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleDown, 11),
+        "{}",
+        with.decision.reason()
+    );
+    // It never goes below what the window alone allows: with the window's highest at 12,
+    // nothing is removed.
+    let (with, without) = once(&flapping_memory(now, 11, 12), 12, 500.0, now);
+    assert_eq!(without.decision.action, Action::Hold);
+    assert_eq!(
+        with.decision.action,
+        Action::Hold,
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn flapping_scales_up_straight_to_the_level() {
+    // 700 on 6 brokers is beyond tolerance (117 per broker): the load alone asks for 7, the
+    // last hour's swings needed 10, so the scale-up goes to 10 in one step (maxStep 4).
+    let now = 7200;
+    let (with, without) = once(&flapping_memory(now, 10, 7), 6, 700.0, now);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleUp, 7)
+    );
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 10),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(!with.forecast_driven, "the flap level is not a forecast");
+    assert!(with.decision.reason().contains("scaling up to 10 at once"));
+    // Not while the load is within tolerance: flap damping never starts a scale-up itself.
+    let (with, _) = once(&flapping_memory(now, 10, 7), 7, 700.0, now);
+    assert_eq!(
+        with.decision.action,
+        Action::Hold,
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn the_flap_level_is_the_fewest_brokers_within_tolerance() {
+    // 1000 with a target of 100 and 10 % tolerance: 9.09 brokers → 10; 990: exactly 9.
+    for (value, level) in [(1000.0, 10), (990.0, 9), (450.0, 5)] {
+        let (with, _) = once(&BrokerMemory::default(), 8, value, 0);
+        assert_eq!(with.memory.ahead.levels, vec![(at(0), level)], "{value}");
+    }
+    // No usable data: no level is noted.
+    let p = throughput_policy();
+    let s = vec![None];
+    let inputs = BrokerInputs {
+        policy: &p,
+        flags: Flags::default(),
+        max_staleness: STALE,
+        current: 8,
+        samples: &s,
+        memory: &BrokerMemory::default(),
+        now: at(0),
+    };
+    let ahead = Ahead {
+        policy: auto(),
+        history: &NoHistory,
+        unmeasured_horizon: Duration::from_secs(60),
+    };
+    let o = decide_brokers_with(&inputs, Some(&ahead));
+    assert!(o.memory.ahead.levels.is_empty());
+    assert_eq!(o.decision.action, Action::Hold);
 }

@@ -420,6 +420,27 @@ async fn tenants_are_confined_and_the_controller_uses_exactly_its_rbac() {
                "bookies": {"statefulSet": "pulsar-bookie", "maxSize": "1Ti"}}),
     )
     .await;
+    // Wants 5 brokers of its own StatefulSet, one step at a time, with one action allowed an hour:
+    // the second step is dropped every evaluation, the same Event again, so its series is
+    // patched (a different action would be an Event of its own).
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(p.admin.clone(), NS);
+    support::pulsar::create(
+        &sts,
+        support::pulsar::statefulset("limited-broker", 1, json!([])),
+    )
+    .await;
+    create_policy(
+        &tenant,
+        "limited",
+        json!({"interval": "2s", "metricsSource": prom,
+            "brokers": {"statefulSet": "limited-broker", "minReplicas": 1, "maxReplicas": 8,
+                        "metrics": [{"type": "Custom", "name": "constant", "query": "vector(500)",
+                                     "targetPerBroker": "100"}],
+                        "scaleUp": {"stabilizationWindow": "0s", "cooldown": "0s",
+                                    "maxStep": {"replicas": 1}}},
+            "rateLimit": {"actionsPerHour": 1, "burst": 1}}),
+    )
+    .await;
 
     let strict = vec![
         format!("--allow-source={}", p.prom.url),
@@ -461,7 +482,27 @@ async fn tenants_are_confined_and_the_controller_uses_exactly_its_rbac() {
     )
     .await;
 
-    // The live policy scales up, down (twice, so the Event series is patched) and grows a claim.
+    // The rate-limited policy's dropped step repeats as one Event with a count.
+    eventually("a dropped action repeated as one Event", 480, || async {
+        let drops: Vec<_> = p
+            .events("limited")
+            .await
+            .into_iter()
+            .filter(|e| e.0 == "ActionDropped")
+            .collect();
+        let subjects: BTreeSet<&str> = drops
+            .iter()
+            .map(|e| e.1.split(" not carried out").next().unwrap_or_default())
+            .collect();
+        if drops.len() >= 2 && subjects.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{drops:?}"))
+        }
+    })
+    .await;
+
+    // The live policy scales up, down (twice: two Events, one per action) and grows a claim.
     p.set_load(2.0).await;
     eventually("brokers scale up", 480, || async {
         match p.replicas().await {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::replay::{Outcome, Point, Record, Run};
@@ -45,12 +46,18 @@ pub mod series {
     pub const CLAIM_THRESHOLD: &str = "expand threshold";
     /// Expansions carried out.
     pub const EXPANSION: &str = "expansion";
+    /// Stretches of the trace without load data (a metrics outage).
+    pub const OUTAGE: &str = "no data (outage)";
 }
 
 /// Points per line at most; longer series are reduced to per-bucket maxima (peaks stay visible).
 const MAX_POINTS: usize = 1500;
-const WIDTH: u32 = 1280;
+const WIDTH: u32 = 1400;
 const PANEL_HEIGHT: u32 = 340;
+/// Height of the title strip naming the policy and the trace.
+const TITLE_HEIGHT: u32 = 44;
+/// Width kept right of each panel's data for its legend, so the legend never hides data.
+const LEGEND_WIDTH: u32 = 330;
 
 const POLICY_COLOR: RGBColor = RGBColor(31, 119, 180);
 const HPA_COLOR: RGBColor = RGBColor(255, 127, 14);
@@ -76,11 +83,17 @@ pub fn render(report: &Report, out: &mut String) -> DrawResult {
     let claims = report.policy.points.iter().any(|p| p.claim_size.is_some());
     let panels = usize::from(brokers) * 2 + usize::from(claims);
     let panels = panels.max(1);
-    let height = PANEL_HEIGHT * panels as u32;
+    let height = TITLE_HEIGHT + PANEL_HEIGHT * panels as u32;
     {
         let root = SVGBackend::with_string(out, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
-        let areas = root.split_evenly((panels, 1));
+        let (title, body) = root.split_vertically(TITLE_HEIGHT);
+        title.draw_text(
+            &title_text(report),
+            &("sans-serif", 22).into_text_style(&title),
+            (12, 12),
+        )?;
+        let areas = body.split_evenly((panels, 1));
         let (scale, unit) = time_scale(report.policy.summary.duration_seconds);
         let mut next = areas.iter();
         if brokers {
@@ -97,6 +110,97 @@ pub fn render(report: &Report, out: &mut String) -> DrawResult {
         root.present()?;
     }
     Ok(())
+}
+
+/// `backtest of policy <name> on <trace>` with the HPA/forecast comparison when drawn.
+pub fn title_text(report: &Report) -> String {
+    let mut compared = Vec::new();
+    if report.hpa.is_some() {
+        compared.push("HPA");
+    }
+    if report.forecast.is_some() {
+        compared.push("forecast");
+    }
+    let against = if compared.is_empty() {
+        String::new()
+    } else {
+        format!(", compared with {}", compared.join(" and "))
+    };
+    format!(
+        "backtest of policy {} on {}{against}",
+        report.policy_name, report.source
+    )
+}
+
+/// Stretches `[from, to]` (chart units) where the policy's replay had no load data.
+fn outages(report: &Report, scale: f64) -> Vec<(f64, f64)> {
+    let points = &report.policy.points;
+    let mut out = Vec::new();
+    let mut start: Option<f64> = None;
+    for (i, p) in points.iter().enumerate() {
+        match (p.load_per_broker.is_none(), start) {
+            (true, None) => start = Some(p.seconds),
+            (false, Some(from)) => {
+                out.push((from / scale, p.seconds / scale));
+                start = None;
+            }
+            _ => {}
+        }
+        if i + 1 == points.len()
+            && let Some(from) = start
+        {
+            out.push((from / scale, p.seconds / scale));
+        }
+    }
+    out
+}
+
+/// Shades the outages over the full height `[0, top]`, labelled once.
+fn shade_outages<'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    stretches: &[(f64, f64)],
+    top: f64,
+) -> DrawResult {
+    if stretches.is_empty() {
+        return Ok(());
+    }
+    let shade = GREY.mix(0.25).filled();
+    chart
+        .draw_series(
+            stretches
+                .iter()
+                .map(|(a, b)| Rectangle::new([(*a, 0.0), (*b, top)], shade)),
+        )?
+        .label(series::OUTAGE)
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], GREY.mix(0.25).stroke_width(10))
+        });
+    Ok(())
+}
+
+/// Puts the legend right of the plotting area, in the room the panel keeps for it.
+fn legend_outside<'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> DrawResult {
+    let x = chart.plotting_area().dim_in_pixel().0 as i32 + 12;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::Coordinate(x, 0))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// How many y labels make every label a whole number on `[0, top]` (one per step of a whole
+/// size such as 1, 2, 5 or 10).
+fn integer_labels(top: f64) -> usize {
+    let top = top.max(1.0).round() as usize;
+    let step = [1, 2, 5, 10, 20, 50, 100, 200, 500]
+        .into_iter()
+        .find(|s| top / s <= 10)
+        .unwrap_or(1000);
+    top / step + 1
 }
 
 /// Seconds per x unit and the unit's name.
@@ -229,20 +333,23 @@ fn load_panel(
         .map(|p| p.1)
         .fold(target, f64::max);
     let name = s.load_metric.as_deref().unwrap_or("load");
+    let y_top = (peak * 1.1).max(1e-9);
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!("{name} per ready broker against the target"),
             ("sans-serif", 18),
         )
         .margin(10)
+        .margin_right(LEGEND_WIDTH)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(peak * 1.1).max(1e-9))?;
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..y_top)?;
     chart
         .configure_mesh()
         .x_desc(unit)
         .y_desc(value_unit)
         .draw()?;
+    shade_outages(&mut chart, &outages(report, scale), y_top)?;
     let mut first = true;
     for seg in &theirs {
         let drawn = chart.draw_series(LineSeries::new(seg.iter().copied(), HPA_COLOR))?;
@@ -277,12 +384,7 @@ fn load_panel(
         ))?
         .label(series::TARGET)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], TARGET_COLOR));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    legend_outside(&mut chart)?;
     Ok(())
 }
 
@@ -311,17 +413,30 @@ fn replica_panel(
         .chain(report.policy.records.iter().map(|r| r.to as f64))
         .fold(1.0, f64::max);
     let (x0, end) = x_range(report, scale);
+    let y_top = (top * 1.15).ceil();
     let mut chart = ChartBuilder::on(area)
         .caption("broker replicas and decisions", ("sans-serif", 18))
         .margin(10)
+        .margin_right(LEGEND_WIDTH)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..(top * 1.15).ceil())?;
+        .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..y_top)?;
+    // Replicas are whole: labels at whole numbers only, written without decimals.
+    let whole = |v: &f64| {
+        if (v - v.round()).abs() < 1e-6 {
+            format!("{}", v.round() as i64)
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(unit)
         .y_desc("brokers")
+        .y_labels(integer_labels(y_top))
+        .y_label_formatter(&whole)
         .draw()?;
+    shade_outages(&mut chart, &outages(report, scale), y_top)?;
     if let Some(theirs) = theirs {
         chart
             .draw_series(LineSeries::new(theirs, HPA_COLOR))?
@@ -393,12 +508,7 @@ fn replica_panel(
             .label(series::DROPPED)
             .legend(|(x, y)| Cross::new((x + 10, y), 5, TARGET_COLOR));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    legend_outside(&mut chart)?;
     Ok(())
 }
 
@@ -433,6 +543,7 @@ fn claim_panel(
     let mut chart = ChartBuilder::on(area)
         .caption("ledger claim size and usage", ("sans-serif", 18))
         .margin(10)
+        .margin_right(LEGEND_WIDTH)
         .x_label_area_size(30)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..end.max(x0 + 1e-9), 0f64..top * 1.1)?;
@@ -466,11 +577,6 @@ fn claim_panel(
         }))?
         .label(series::EXPANSION)
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, UP_COLOR.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    legend_outside(&mut chart)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::LoadedPolicy;
 use super::trace::{Column, Row, Trace};
+use crate::policy::bounded;
 
 /// Bytes per second in + out over the policy's brokers (broker-level gauges, already rates).
 pub const THROUGHPUT: &str = r#"sum(pulsar_broker_throughput_in{namespace="{{namespace}}",pod=~"{{statefulset}}-[0-9]+"}) + sum(pulsar_broker_throughput_out{namespace="{{namespace}}",pod=~"{{statefulset}}-[0-9]+"})"#;
@@ -330,24 +331,37 @@ async fn query_range(
         source,
     };
     let response = request.send().await.map_err(http)?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let body = response.text().await.map_err(http)?;
-    let answer: Result<Answer, _> = serde_json::from_str(&body);
-    if !status.is_success() {
+    decode_range(status, &body, &column_name, query)
+}
+
+/// Longest server text kept in an error: enough to act on, never a whole page.
+const SERVER_TEXT_BOUND: usize = 300;
+
+/// Reads one range answer: the points of its single series, or why there are none.
+pub fn decode_range(
+    status: u16,
+    body: &str,
+    column: &str,
+    query: &str,
+) -> Result<Vec<(f64, String)>, FetchError> {
+    let answer: Result<Answer, _> = serde_json::from_str(body);
+    if !(200..300).contains(&status) {
         let message = match answer {
-            Ok(Answer { error: Some(e), .. }) => e,
-            _ => body.chars().take(300).collect(),
+            Ok(Answer { error: Some(e), .. }) => bounded(&e, SERVER_TEXT_BOUND),
+            _ => bounded(body, SERVER_TEXT_BOUND),
         };
         return Err(FetchError::Server {
-            column: column_name,
-            status: status.as_u16(),
+            column: column.to_string(),
+            status,
             message,
             query: query.to_string(),
         });
     }
     let decode = |message: String| FetchError::Decode {
-        column: column_name.clone(),
-        message,
+        column: column.to_string(),
+        message: bounded(&message, SERVER_TEXT_BOUND),
     };
     let answer = answer.map_err(|e| decode(e.to_string()))?;
     if answer.status != "success" {
@@ -364,7 +378,7 @@ async fn query_range(
         0 => Ok(Vec::new()),
         1 => Ok(data.result.into_iter().flat_map(|s| s.values).collect()),
         n => Err(FetchError::NotAggregated {
-            column: column_name,
+            column: column.to_string(),
             series: n,
             query: query.to_string(),
         }),
@@ -394,6 +408,30 @@ mod tests {
         for bad in ["yesterday", "now-", "now-7x", "2024-13-01"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn decodes_one_series_and_bounds_server_text() {
+        let ok = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"2"],[16,"3"]]}]}}"#;
+        let points = decode_range(200, ok, "c", "q").unwrap();
+        assert_eq!(
+            points,
+            vec![(1.0, "2".to_string()), (16.0, "3".to_string())]
+        );
+        let long = format!(r#"{{"status":"error","error":"{}"}}"#, "x".repeat(10_000));
+        match decode_range(400, &long, "c", "q") {
+            Err(FetchError::Server {
+                status: 400,
+                message,
+                ..
+            }) => assert!(message.chars().count() <= SERVER_TEXT_BOUND, "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let two = r#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[]},{"values":[]}]}}"#;
+        assert!(matches!(
+            decode_range(200, two, "c", "q"),
+            Err(FetchError::NotAggregated { series: 2, .. })
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
@@ -35,6 +35,7 @@ use crate::actuate::ActuateError;
 use crate::api::{ScalingPolicy, ScalingPolicyStatus};
 use crate::guard::{Guard, Verdict};
 use crate::policy::{self, RateLimit};
+use crate::recorder::Recorder;
 use crate::telemetry::{self, Endpoints, Metrics};
 use index::{Index, PolicyKey, Upsert};
 use rounds::Rounds;
@@ -128,7 +129,7 @@ pub struct PolicyState {
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Event publisher.
+    /// Event publisher: one Event per distinct note.
     pub recorder: Recorder,
     /// Exported series.
     pub metrics: Arc<Metrics>,
@@ -274,7 +275,7 @@ impl Context {
 }
 
 fn error_policy(sp: Arc<ScalingPolicy>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(policy = %sp.name_any(), kind = error.label(), error = %error, "reconcile failed");
+    tracing::warn!(policy = %sp.name_any(), kind = error.label(), error = %telemetry::chain(error), "reconcile failed");
     Requeue::requeue(Duration::from_secs(30))
 }
 

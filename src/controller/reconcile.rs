@@ -55,6 +55,8 @@ struct Run<'a> {
     rate_limited: Option<String>,
     /// Evaluate again this soon (a drain in progress), rather than after `spec.interval`.
     requeue_soon: Option<Duration>,
+    /// Why the policy cannot do its job although nothing failed: `(reason, message)`.
+    not_ready: Vec<(&'static str, String)>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -104,6 +106,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         key,
         rate_limited: None,
         requeue_soon: None,
+        not_ready: Vec::new(),
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -132,6 +135,7 @@ impl Run<'_> {
                     "SpecInvalid",
                     "fix the spec; see the Invalid condition",
                 );
+                self.export_ready(false);
                 if !was_invalid {
                     self.event(true, "InvalidSpec", "Validate", message.clone())
                         .await;
@@ -151,6 +155,7 @@ impl Run<'_> {
                 refusal.reason,
                 "the controller refuses this policy; see the Invalid condition",
             );
+            self.export_ready(false);
             if !was_invalid {
                 self.event(true, refusal.reason, "Validate", refusal.message)
                     .await;
@@ -179,6 +184,8 @@ impl Run<'_> {
                 "spec.suspend is true: nothing is evaluated or changed",
             );
             self.condition(kind::READY, false, "Suspended", "spec.suspend is true");
+            // Suspended on purpose: no readiness to alert on.
+            self.ctx.metrics.policy_ready.remove(&self.labels());
             self.write_status().await?;
             return Ok(Requeue::requeue(policy.interval));
         }
@@ -237,18 +244,17 @@ impl Run<'_> {
                 "no action was dropped in the last evaluation",
             ),
         }
-        if problems.is_empty() {
+        let ready = problems.is_empty() && self.not_ready.is_empty();
+        self.export_ready(ready);
+        if ready {
             self.condition(kind::READY, true, "Evaluated", "the policy was evaluated");
         } else {
-            let message = problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
             for p in &problems {
-                tracing::warn!(policy = %self.name, namespace = %self.namespace, error = %p, "evaluation failed");
+                tracing::warn!(policy = %self.name, namespace = %self.namespace, error = %crate::telemetry::chain(p), "evaluation failed");
             }
-            self.condition(kind::READY, false, "TargetUnavailable", &message);
+            let (reason, message) = not_ready(&problems, &self.not_ready);
+            self.not_ready_event(reason, &message).await;
+            self.condition(kind::READY, false, reason, &message);
         }
         self.write_status().await?;
         let after = self
@@ -266,14 +272,38 @@ fn jitter(key: &PolicyKey) -> Duration {
     Duration::from_millis(h.finish() % 60_000)
 }
 
-/// `3 → 6` for replicas, `50.0 GiB → 60.0 GiB` for claims.
+/// `statefulset/pulsar-broker 3 → 6` for replicas, `pvc/ledgers-bookie-0 50.0 GiB → 60.0 GiB`
+/// for claims: what and how far, so that the Event of every action reads differently.
 fn span(decision: &Decision) -> String {
     if decision.action == Action::Expand {
         let bytes = |b: u64| crate::decide::units::bytes(b as f64);
-        format!("{} → {}", bytes(decision.from), bytes(decision.to))
+        format!(
+            "{} {} → {}",
+            decision.target,
+            bytes(decision.from),
+            bytes(decision.to)
+        )
     } else {
-        format!("{} → {}", decision.from, decision.to)
+        format!("{} {} → {}", decision.target, decision.from, decision.to)
     }
+}
+
+/// The Ready=False reason and message: a failed call names its kind (a missing target is
+/// `TargetNotFound`), otherwise the first reason the policy cannot do its job; every message.
+fn not_ready(problems: &[Error], not_ready: &[(&'static str, String)]) -> (&'static str, String) {
+    let reason = match problems.first() {
+        Some(Error::Actuate(actuate::ActuateError::NotFound { .. })) => "TargetNotFound",
+        Some(Error::Actuate(actuate::ActuateError::Forbidden { .. })) => "Forbidden",
+        Some(_) => "TargetUnavailable",
+        None => not_ready.first().map_or("NotReady", |(r, _)| *r),
+    };
+    let message = problems
+        .iter()
+        .map(ToString::to_string)
+        .chain(not_ready.iter().map(|(_, m)| m.clone()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (reason, message)
 }
 
 fn dry_run_text(policy: &Policy) -> &'static str {
@@ -315,6 +345,28 @@ impl Run<'_> {
             note,
         )
         .await;
+    }
+
+    /// `pulsar_autoscaler_policy_ready`, for the alert on policies that cannot do their job.
+    fn export_ready(&self, ready: bool) {
+        self.ctx
+            .metrics
+            .policy_ready
+            .get_or_create(&self.labels())
+            .set(i64::from(ready));
+    }
+
+    /// One Warning Event when Ready turns False or its reason changes (not every interval).
+    async fn not_ready_event(&self, reason: &str, message: &str) {
+        let same = self
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == kind::READY && c.status == "False" && c.reason == reason);
+        if !same {
+            self.event(true, reason, "Evaluate", message.to_string())
+                .await;
+        }
     }
 
     /// Warns, as a condition and one Event, while the source's certificate is not checked.
@@ -417,6 +469,15 @@ impl Run<'_> {
         if let Some(note) = self.metrics_condition(&outcome, readings) {
             self.event(true, "MetricsUnavailable", "Evaluate", note)
                 .await;
+        }
+        let flap = policy.forecast.map(|_| status::Flap {
+            holding: outcome.holding,
+            turns: outcome.memory.ahead.turns.within(self.now),
+            message: outcome.memory.ahead.flap_message.as_deref(),
+        });
+        if let Some(note) = status::set_flapping(&mut self.status, flap, self.generation, self.now)
+        {
+            self.event(false, "Flapping", "Evaluate", note).await;
         }
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
@@ -521,6 +582,17 @@ impl Run<'_> {
             .metrics_available
             .get_or_create(&self.labels())
             .set(i64::from(value));
+        if let Availability::Unavailable(_) = &outcome.availability {
+            // Without any usable metric the policy cannot scale: not Ready, and why.
+            let why = if readings.errors.is_empty() {
+                "NoData"
+            } else {
+                "SourceUnavailable"
+            };
+            self.not_ready.push((why, message.clone()));
+        }
+        // Data that was never there is a Ready=False reason with its own Event (NoData); this
+        // Event marks data going away.
         (was && !value).then_some(message)
     }
 
@@ -547,10 +619,7 @@ impl Run<'_> {
                     false,
                     &format!("DryRun{action}"),
                     &action,
-                    format!(
-                        "dry run, not carried out: {} → {}: {reason}",
-                        decision.from, decision.to
-                    ),
+                    format!("{span}: dry run, not carried out: {reason}"),
                 )
                 .await;
             }
@@ -566,8 +635,13 @@ impl Run<'_> {
                 &format!("Refused{action}"),
                 self.now,
             );
-            self.event(true, "UnsafeActionRefused", &action, refused.reason())
-                .await;
+            self.event(
+                true,
+                "UnsafeActionRefused",
+                &action,
+                format!("{span}: {}", refused.reason()),
+            )
+            .await;
             ("unsafe", false)
         } else if let Verdict::RateLimited(why) | Verdict::Unsafe(why) =
             self.ctx
@@ -612,7 +686,7 @@ impl Run<'_> {
                         &format!("Failed{action}"),
                         self.now,
                     );
-                    self.event(true, "ActionFailed", &action, e.to_string())
+                    self.event(true, "ActionFailed", &action, format!("{span}: {e}"))
                         .await;
                     self.count_decision(&action, "failed");
                     return Err(e.into());
@@ -709,6 +783,7 @@ impl Run<'_> {
         };
         let claims =
             super::observe::claims(&self.ctx.client, &stores, &self.namespace, bookies).await?;
+        self.claims_matched(bookies, &claims, readings);
         let previous: Vec<VolumeStatus> = self.status.bookies.clone().unwrap_or_default().volumes;
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -792,6 +867,62 @@ impl Run<'_> {
         match failures.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Notes, as a reason the policy is not Ready, named templates that match no claim and
+    /// claims of which no usage was ever read.
+    fn claims_matched(
+        &mut self,
+        bookies: &policy::BookiePolicy,
+        claims: &[super::observe::Claim],
+        readings: &PolicyReadings,
+    ) {
+        let sts = &bookies.stateful_set;
+        let unmatched: Vec<&str> = bookies
+            .templates
+            .iter()
+            .filter(|t| {
+                let prefix = format!("{t}-{sts}-");
+                !claims.iter().any(|c| c.state.name.starts_with(&prefix))
+            })
+            .map(String::as_str)
+            .collect();
+        if !unmatched.is_empty() || claims.is_empty() {
+            let found: Vec<&str> = claims.iter().map(|c| c.state.name.as_str()).collect();
+            let message = if unmatched.is_empty() {
+                format!(
+                    "statefulset/{sts} has no claims to watch: it has no volumeClaimTemplates, or \
+                     none of its claims exists"
+                )
+            } else {
+                format!(
+                    "volumeClaimTemplates [{}] match no claim of statefulset/{sts} (claims are \
+                     named <template>-{sts}-<ordinal>; found: [{}])",
+                    unmatched.join(", "),
+                    found.join(", ")
+                )
+            };
+            self.not_ready.push(("ClaimsNotFound", message));
+            return;
+        }
+        let no_usage = claims.iter().all(|c| {
+            readings
+                .claims
+                .get(&c.state.name)
+                .and_then(|r| r.sample)
+                .is_none()
+        });
+        if no_usage {
+            let (reason, why) = if readings.errors.is_empty() {
+                ("NoData", "the source has no usage for them".to_string())
+            } else {
+                ("SourceUnavailable", readings.errors.join("; "))
+            };
+            self.not_ready.push((
+                reason,
+                format!("no claim of statefulset/{sts} has usage data: {why}"),
+            ));
         }
     }
 

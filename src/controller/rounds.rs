@@ -275,8 +275,8 @@ async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
         let results: Vec<(PolicyKey, PolicyReadings)> =
             group.iter().map(|(k, _)| k.clone()).zip(results).collect();
         for (k, r) in &results {
-            for _ in &r.errors {
-                count_error(&rounds.metrics, k, "query");
+            for kind in &r.error_kinds {
+                count_error(&rounds.metrics, k, kind);
             }
         }
         rounds.publish(results, now);

@@ -28,6 +28,8 @@ pub mod kind {
     pub const INVALID: &str = "Invalid";
     /// The metrics source's certificate is not checked (`tls.insecureSkipVerify`).
     pub const INSECURE_TLS: &str = "InsecureTLS";
+    /// The broker recommendation turns too often: flap damping holds capacity.
+    pub const FLAPPING: &str = "Flapping";
 }
 
 /// Longest condition message or decision reason stored; the status stays small and a source's
@@ -210,10 +212,133 @@ pub fn seed(status: Option<&ScalingPolicyStatus>, now: Timestamp) -> ScalingPoli
     s
 }
 
+/// Flap damping's state after one evaluation (policies with `brokers.forecast.enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flap<'a> {
+    /// Whether capacity is held.
+    pub holding: bool,
+    /// Direction changes of the recommendation in the last hour.
+    pub turns: usize,
+    /// The engine's words while holding: turns per hour and the held capacity.
+    pub message: Option<&'a str>,
+}
+
+/// Sets the Flapping condition next to `status.brokers.flapping`; returns the Event note when
+/// it has just turned True. `None` (no flap damping) only clears a condition left from before.
+pub fn set_flapping(
+    status: &mut ScalingPolicyStatus,
+    flap: Option<Flap<'_>>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<String> {
+    let was = is_true(status, kind::FLAPPING);
+    match flap {
+        Some(Flap {
+            holding: true,
+            turns,
+            message,
+        }) => {
+            let fallback =
+                format!("the recommendation changed direction {turns} times in the last hour");
+            let message = message.map_or(fallback, str::to_string);
+            set_condition(
+                status,
+                kind::FLAPPING,
+                true,
+                "HoldingCapacity",
+                &message,
+                generation,
+                now,
+            );
+            (!was).then_some(message)
+        }
+        Some(Flap { turns, .. }) => {
+            let message = format!(
+                "the recommendation changed direction {turns} times in the last hour, fewer than brokers.forecast.flapTurnsPerHour"
+            );
+            set_condition(
+                status,
+                kind::FLAPPING,
+                false,
+                "Steady",
+                message,
+                generation,
+                now,
+            );
+            None
+        }
+        None if has(status, kind::FLAPPING) => {
+            let message = "flap damping is off: brokers.forecast.enabled is false";
+            set_condition(
+                status,
+                kind::FLAPPING,
+                false,
+                "Disabled",
+                message,
+                generation,
+                now,
+            );
+            None
+        }
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decide::Action;
+
+    #[test]
+    fn flapping_turns_true_once_and_says_what_is_held() {
+        let mut s = ScalingPolicyStatus::default();
+        // Without flap damping nothing is added.
+        assert_eq!(set_flapping(&mut s, None, Some(1), at(0)), None);
+        assert!(!has(&s, kind::FLAPPING));
+        let steady = Flap {
+            holding: false,
+            turns: 2,
+            message: None,
+        };
+        assert_eq!(set_flapping(&mut s, Some(steady), Some(1), at(0)), None);
+        assert!(has(&s, kind::FLAPPING) && !is_true(&s, kind::FLAPPING));
+        let text = "load is flapping: the recommendation changed direction 5 times in the last 1h; holding 8 brokers";
+        let holding = Flap {
+            holding: true,
+            turns: 5,
+            message: Some(text),
+        };
+        // The Event goes out when it turns True, not on every evaluation while it stays so.
+        assert_eq!(
+            set_flapping(&mut s, Some(holding), Some(1), at(15)),
+            Some(text.to_string())
+        );
+        assert_eq!(set_flapping(&mut s, Some(holding), Some(1), at(30)), None);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind::FLAPPING)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "HoldingCapacity")
+        );
+        assert_eq!(c.message, text);
+        assert_eq!(c.last_transition_time, Time(at(15)));
+        // Back to steady, then the forecast switched off.
+        set_flapping(&mut s, Some(steady), Some(1), at(45));
+        assert!(!is_true(&s, kind::FLAPPING));
+        set_flapping(&mut s, None, Some(2), at(60));
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind::FLAPPING)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Disabled")
+        );
+    }
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

@@ -125,147 +125,285 @@ pub struct Ahead<'a> {
 
 /// Decides the broker replica count, with the forecast and flap damping when `ahead` is given.
 /// Without it, the decision is exactly [`decide_brokers`]'s.
+///
+/// The steps, in order: evaluate each metric, recommend (the largest proposal, held while data
+/// is missing, raised by the forecast), bound to `[min, max]`, stabilize (windows and flap
+/// damping), limit the step, and apply the cooldowns.
 pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>) -> BrokerOutcome {
-    let BrokerInputs {
-        policy,
-        flags,
-        max_staleness,
-        current,
-        samples,
+    let target = format!("statefulset/{}", inputs.policy.stateful_set);
+    if inputs.flags.suspend {
+        return suspended(inputs, target);
+    }
+    let seen = Evaluated::new(inputs);
+    let mut reasons = seen.reasons();
+    let mut memory = inputs.memory.clone();
+    let (raw, forecast_driven) = recommend(inputs, ahead, &seen, &mut memory, &mut reasons);
+    let (recommendation, mut limited) = bound(inputs.policy, inputs.current, raw);
+    let level = tolerated_level(&seen, inputs.policy.tolerance, inputs.current);
+    let (desired, holding) = stabilize(
+        inputs,
+        ahead,
+        (!seen.usable.is_empty()).then_some(level),
+        recommendation,
+        &mut memory,
+        &mut reasons,
+    );
+    let to = limit_step(inputs, desired, &mut reasons, &mut limited);
+    let decision = apply_cooldowns(
+        inputs,
+        target,
+        to,
+        seen.usable.is_empty(),
+        reasons,
+        &mut limited,
+    );
+    BrokerOutcome {
+        forecast_driven: forecast_driven && decision.action == Action::ScaleUp,
+        holding,
+        decision,
+        desired,
+        metrics: seen.metrics,
+        availability: seen.availability,
+        limited,
         memory,
-        now,
-    } = *inputs;
-    let target = format!("statefulset/{}", policy.stateful_set);
-    if flags.suspend {
-        return BrokerOutcome {
-            decision: Decision::hold(
-                target,
-                current.into(),
-                "suspended: spec.suspend is true",
-                flags.dry_run,
-            ),
-            desired: current,
-            metrics: Vec::new(),
-            availability: Availability::NotEvaluated,
-            limited: None,
-            memory: memory.clone(),
-            forecast_driven: false,
-            holding: false,
+    }
+}
+
+/// The outcome while `spec.suspend` is true: nothing evaluated, nothing changed.
+fn suspended(inputs: &BrokerInputs<'_>, target: String) -> BrokerOutcome {
+    let current = inputs.current;
+    BrokerOutcome {
+        decision: Decision::hold(
+            target,
+            current.into(),
+            "suspended: spec.suspend is true",
+            inputs.flags.dry_run,
+        ),
+        desired: current,
+        metrics: Vec::new(),
+        availability: Availability::NotEvaluated,
+        limited: None,
+        memory: inputs.memory.clone(),
+        forecast_driven: false,
+        holding: false,
+    }
+}
+
+/// Every metric evaluated, and what that says about the data.
+struct Evaluated {
+    metrics: Vec<MetricEvaluation>,
+    /// `<metric>: <problem>` for each metric whose data is missing or partial.
+    problems: Vec<String>,
+    /// The proposals of the metrics that made one.
+    usable: Vec<u32>,
+    availability: Availability,
+}
+
+impl Evaluated {
+    fn new(inputs: &BrokerInputs<'_>) -> Self {
+        let policy = inputs.policy;
+        let metrics: Vec<MetricEvaluation> = policy
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                evaluate_metric(
+                    m,
+                    policy.tolerance,
+                    inputs.current,
+                    inputs.samples.get(i).and_then(Option::as_ref),
+                    inputs.max_staleness,
+                    inputs.now,
+                )
+            })
+            .collect();
+        let problems: Vec<String> = metrics
+            .iter()
+            .filter_map(|m| m.problem.as_ref().map(|p| format!("{}: {p}", m.name)))
+            .collect();
+        let usable: Vec<u32> = metrics.iter().filter_map(|m| m.proposed_replicas).collect();
+        let availability = if usable.is_empty() {
+            Availability::Unavailable(problems.clone())
+        } else if problems.is_empty() {
+            Availability::All
+        } else {
+            Availability::Partial(problems.clone())
         };
+        Evaluated {
+            metrics,
+            problems,
+            usable,
+            availability,
+        }
     }
 
-    let metrics: Vec<MetricEvaluation> = policy
-        .metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            evaluate_metric(
-                m,
-                policy.tolerance,
-                current,
-                samples.get(i).and_then(Option::as_ref),
-                max_staleness,
-                now,
-            )
-        })
-        .collect();
-    let problems: Vec<String> = metrics
-        .iter()
-        .filter_map(|m| m.problem.as_ref().map(|p| format!("{}: {p}", m.name)))
-        .collect();
-    let usable: Vec<u32> = metrics.iter().filter_map(|m| m.proposed_replicas).collect();
-    let mut reasons: Vec<String> = metrics
-        .iter()
-        .map(|m| format!("{}: {}", m.name, m.reason))
-        .collect();
+    /// One reason per metric: its arithmetic and verdict.
+    fn reasons(&self) -> Vec<String> {
+        self.metrics
+            .iter()
+            .map(|m| format!("{}: {}", m.name, m.reason))
+            .collect()
+    }
+}
 
-    let availability = if usable.is_empty() {
-        Availability::Unavailable(problems.clone())
-    } else if problems.is_empty() {
-        Availability::All
-    } else {
-        Availability::Partial(problems.clone())
-    };
-
-    let (min, max) = (policy.min_replicas, policy.max_replicas);
-    let mut raw = usable.iter().copied().max().unwrap_or(current);
-    if !problems.is_empty() && raw < current {
+/// The raw recommendation: the largest proposal, never below `current` while data is missing
+/// or partial, raised by the forecast when there is one; and whether the forecast raised it
+/// beyond both the proposals and `current`.
+fn recommend(
+    inputs: &BrokerInputs<'_>,
+    ahead: Option<&Ahead<'_>>,
+    seen: &Evaluated,
+    memory: &mut BrokerMemory,
+    reasons: &mut Vec<String>,
+) -> (u32, bool) {
+    let current = inputs.current;
+    let mut raw = seen.usable.iter().copied().max().unwrap_or(current);
+    if !seen.problems.is_empty() && raw < current {
         reasons.push(format!(
             "no scale-down while data is missing or partial: keeping at least {current}"
         ));
         raw = current;
     }
-    let mut new_memory = memory.clone();
-    let mut forecast_driven = false;
-    if let Some(a) = ahead {
-        let plain = raw;
-        raw = raw.max(forecast_raise(
-            inputs,
-            a,
-            &metrics,
-            &mut new_memory,
-            &mut reasons,
-            plain,
-        ));
-        forecast_driven = raw > plain && raw > current;
-    }
-    let mut limited = None;
-    if raw > max {
-        limited = Some(format!(
-            "metrics want {raw} brokers, pinned at maxReplicas {max}"
-        ));
-    } else if raw < min && current <= min {
-        limited = Some(format!(
-            "metrics want {raw} brokers, held at minReplicas {min}"
-        ));
-    }
-    let recommendation = raw.clamp(min, max);
+    let Some(a) = ahead else {
+        return (raw, false);
+    };
+    let plain = raw;
+    raw = raw.max(forecast_raise(
+        inputs,
+        a,
+        &seen.metrics,
+        memory,
+        reasons,
+        plain,
+    ));
+    let forecast_driven = raw > plain && raw > current;
+    (flap_raise(inputs, raw, reasons), forecast_driven)
+}
 
-    // Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
-    // in the down window, counting the one made now.
+/// While flapping, a scale-up goes straight to the flap level (the fewest brokers that kept the
+/// flap window's load within tolerance): the swings seen come back, and one action that meets
+/// them replaces several that follow each rise.
+fn flap_raise(inputs: &BrokerInputs<'_>, raw: u32, reasons: &mut Vec<String>) -> u32 {
+    let previous = &inputs.memory.ahead;
+    let window = flap_window(inputs.policy);
+    match previous.level_within(inputs.now, window) {
+        Some(level) if previous.holding && raw > inputs.current && level > raw => {
+            reasons.push(format!(
+                "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
+                units::duration(window)
+            ));
+            level
+        }
+        _ => raw,
+    }
+}
+
+/// The recommendation clamped to `[min, max]`, and why the policy cannot reach the raw one
+/// (for the ScalingLimited condition).
+fn bound(policy: &BrokerPolicy, current: u32, raw: u32) -> (u32, Option<String>) {
+    let (min, max) = (policy.min_replicas, policy.max_replicas);
+    let limited = if raw > max {
+        Some(format!(
+            "metrics want {raw} brokers, pinned at maxReplicas {max}"
+        ))
+    } else if raw < min && current <= min {
+        Some(format!(
+            "metrics want {raw} brokers, held at minReplicas {min}"
+        ))
+    } else {
+        None
+    };
+    (raw.clamp(min, max), limited)
+}
+
+/// Fewest brokers that keep the load seen now within tolerance on every usable metric: the
+/// load in brokers at target (ratio × the brokers it is spread over) over 1 + tolerance. `0`
+/// when no metric is usable.
+fn tolerated_level(seen: &Evaluated, tolerance: f64, current: u32) -> u32 {
+    seen.metrics
+        .iter()
+        .filter(|m| m.proposed_replicas.is_some())
+        .filter_map(|m| m.ratio)
+        .map(|r| {
+            (r * f64::from(current.max(1)) / (1.0 + tolerance) - EPSILON)
+                .ceil()
+                .clamp(0.0, f64::from(u32::MAX)) as u32
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// How far back flap damping looks for the load it holds capacity for: the flap window, or the
+/// scale-down window when that is longer.
+fn flap_window(policy: &BrokerPolicy) -> Duration {
+    flap::FLAP_WINDOW.max(policy.scale_down.window)
+}
+
+/// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
+/// in the down window, counting the one made now. While flapping, scale-downs go no lower than
+/// the flap level: the fewest brokers that kept every load of the flap window within tolerance
+/// (so the next swing like those seen needs no scale-up). Flap damping only ever raises the
+/// window's ceiling for scale-downs, never lowers it. Records the recommendation and, with
+/// `ahead`, the level and direction changes in `memory` (only when `level` is given, i.e. some
+/// metric was usable). Returns the desired replicas (within bounds) and whether flap damping
+/// holds capacity.
+fn stabilize(
+    inputs: &BrokerInputs<'_>,
+    ahead: Option<&Ahead<'_>>,
+    level: Option<u32>,
+    recommendation: u32,
+    memory: &mut BrokerMemory,
+    reasons: &mut Vec<String>,
+) -> (u32, bool) {
+    let BrokerInputs {
+        policy,
+        current,
+        now,
+        ..
+    } = *inputs;
     let mut keep = policy.scale_up.window.max(policy.scale_down.window);
     if ahead.is_some() {
         keep = keep.max(flap::FLAP_WINDOW);
     }
-    if !usable.is_empty() {
+    if let Some(level) = level {
         if let Some(a) = ahead {
-            let previous = memory.recommendations.last().map(|r| r.1);
-            let turns = &mut new_memory.ahead.turns;
+            let previous = inputs.memory.recommendations.last().map(|r| r.1);
+            let turns = &mut memory.ahead.turns;
             turns.note(previous, recommendation, now);
-            new_memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
+            memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
+            memory.ahead.note_level(now, level, flap_window(policy));
         }
-        new_memory.record(now, recommendation, keep);
+        memory.record(now, recommendation, keep);
     }
     let in_window = |window: Duration| {
-        let (lo, hi) = new_memory
+        let (lo, hi) = memory
             .range_within(now, window)
             .unwrap_or((recommendation, recommendation));
         (lo.min(recommendation), hi.max(recommendation))
     };
     let (up_floor, _) = in_window(policy.scale_up.window);
-    let (_, mut down_ceiling) = in_window(policy.scale_down.window);
-    let holding = ahead.is_some() && new_memory.ahead.holding;
+    let (_, window_ceiling) = in_window(policy.scale_down.window);
+    let (min, max) = (policy.min_replicas, policy.max_replicas);
+    let holding = ahead.is_some() && memory.ahead.holding;
+    let mut down_ceiling = window_ceiling;
     let mut flap_message = None;
     if holding {
-        // Scale-downs wait for the highest recommendation of the whole flap window.
-        let (_, hour_high) = in_window(flap::FLAP_WINDOW);
-        let message = flap_message_for(new_memory.ahead.turns.within(now), hour_high);
-        if hour_high > down_ceiling && current > recommendation {
-            reasons.push(message.clone());
-        }
-        flap_message = Some(message);
-        down_ceiling = down_ceiling.max(hour_high);
+        let level = memory
+            .ahead
+            .level_within(now, flap_window(policy))
+            .unwrap_or(recommendation)
+            .clamp(min, max);
+        let turns = memory.ahead.turns.within(now);
+        flap_message = Some(flap_message_for(turns, level, flap_window(policy)));
+        // Not the highest recommendation of the hour: a crest's recommendation aims at the
+        // target, and one made within tolerance is just the replicas of that moment; the level
+        // is what the swings need.
+        down_ceiling = window_ceiling.max(level);
     }
     if ahead.is_some() {
-        new_memory.ahead.flap_message = flap_message;
+        memory.ahead.flap_message.clone_from(&flap_message);
     }
-    let mut stabilized = current;
-    if stabilized < up_floor {
-        stabilized = up_floor;
-    }
-    if stabilized > down_ceiling {
-        stabilized = down_ceiling;
-    }
+    let stabilized = current.max(up_floor).min(down_ceiling);
     if stabilized != recommendation {
         if recommendation > current {
             reasons.push(format!(
@@ -274,16 +412,30 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
             ));
         } else {
             reasons.push(format!(
-                "scale-down stabilization window {}: highest recommendation in it is {down_ceiling}",
+                "scale-down stabilization window {}: highest recommendation in it is {window_ceiling}",
                 units::duration(policy.scale_down.window)
             ));
+            if let Some(message) = flap_message.filter(|_| down_ceiling > window_ceiling) {
+                reasons.push(message);
+            }
         }
     }
     let desired = stabilized.clamp(min, max);
     if desired != stabilized {
         reasons.push(format!("bounded to [{min}, {max}]"));
     }
+    (desired, holding)
+}
 
+/// The replicas one action may go to: `desired`, limited by `maxStep` in its direction, and
+/// within bounds (a user-declared range is never left or stayed out of, whatever the step).
+fn limit_step(
+    inputs: &BrokerInputs<'_>,
+    desired: u32,
+    reasons: &mut Vec<String>,
+    limited: &mut Option<String>,
+) -> u32 {
+    let (policy, current) = (inputs.policy, inputs.current);
     let mut to = desired;
     if to > current {
         let step = allowed_step(&policy.scale_up, current, true);
@@ -300,9 +452,26 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
             reasons.push(format!("limited to -{step} by scaleDown.maxStep"));
         }
     }
-    // Bounds win over step limits: a user-declared range is never left or stayed out of.
-    to = to.clamp(min, max);
+    to.clamp(policy.min_replicas, policy.max_replicas)
+}
 
+/// The decision to go to `to`, or to hold while a cooldown runs.
+fn apply_cooldowns(
+    inputs: &BrokerInputs<'_>,
+    target: String,
+    to: u32,
+    none_usable: bool,
+    mut reasons: Vec<String>,
+    limited: &mut Option<String>,
+) -> Decision {
+    let BrokerInputs {
+        policy,
+        flags,
+        current,
+        memory,
+        now,
+        ..
+    } = *inputs;
     let action = match to.cmp(&current) {
         std::cmp::Ordering::Greater => Action::ScaleUp,
         std::cmp::Ordering::Less => Action::ScaleDown,
@@ -315,45 +484,29 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         }
         _ => None,
     };
-    let decision = if let Some(why) = blocked {
+    let (action, to) = if let Some(why) = blocked {
         reasons.push(format!("{to} wanted, but {why}"));
         limited.get_or_insert(why);
-        Decision {
-            target,
-            action: Action::Hold,
-            from: current.into(),
-            to: current.into(),
-            reasons,
-            dry_run: flags.dry_run,
-        }
+        (Action::Hold, current)
     } else {
-        if action == Action::Hold && usable.is_empty() {
+        if action == Action::Hold && none_usable {
             reasons.push(format!("no usable metrics: holding {current} replicas"));
         }
-        Decision {
-            target,
-            action,
-            from: current.into(),
-            to: to.into(),
-            reasons,
-            dry_run: flags.dry_run,
-        }
+        (action, to)
     };
-    BrokerOutcome {
-        forecast_driven: forecast_driven && decision.action == Action::ScaleUp,
-        holding,
-        decision,
-        desired,
-        metrics,
-        availability,
-        limited,
-        memory: new_memory,
+    Decision {
+        target,
+        action,
+        from: current.into(),
+        to: to.into(),
+        reasons,
+        dry_run: flags.dry_run,
     }
 }
 
-/// Replicas the forecast asks for, capped while flapping: the held capacity already covers the
-/// swing seen this hour, and a trend extrapolated at the top of a swing must not buy brokers
-/// beyond it.
+/// Replicas the forecast asks for, capped while flapping: the flap level already keeps the swings
+/// seen this hour within tolerance, and a trend extrapolated on the rise of a swing must not buy
+/// brokers beyond it.
 fn forecast_raise(
     inputs: &BrokerInputs<'_>,
     a: &Ahead<'_>,
@@ -363,26 +516,28 @@ fn forecast_raise(
     plain: u32,
 ) -> u32 {
     let wanted = look_ahead(inputs, a, metrics, memory, reasons);
-    let previous = inputs.memory;
-    if previous.ahead.holding
-        && let Some((_, hour_high)) = previous.range_within(inputs.now, flap::FLAP_WINDOW)
-        && wanted > hour_high.max(plain)
+    let previous = &inputs.memory.ahead;
+    let window = flap_window(inputs.policy);
+    if previous.holding
+        && let Some(level) = previous.level_within(inputs.now, window)
+        && wanted > level.max(plain)
     {
-        let cap = hour_high.max(plain);
+        let cap = level.max(plain);
         reasons.push(format!(
-            "forecast capped at {cap} while flapping: the highest recommendation of the last {}",
-            units::duration(flap::FLAP_WINDOW)
+            "forecast capped at {cap} while flapping: the fewest brokers that kept the load of the last {} within tolerance",
+            units::duration(window)
         ));
         return cap;
     }
     wanted
 }
 
-/// Why capacity is held, in words.
-fn flap_message_for(turns: usize, hour_high: u32) -> String {
+/// Why capacity is held, in words: the turns per hour and the held capacity.
+fn flap_message_for(turns: usize, level: u32, window: Duration) -> String {
     format!(
-        "load is flapping: the recommendation changed direction {turns} times in the last {}; scale-downs wait for the highest recommendation in it ({hour_high})",
-        units::duration(flap::FLAP_WINDOW)
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower, scale-ups straight to it)",
+        units::duration(flap::FLAP_WINDOW),
+        units::duration(window)
     )
 }
 

@@ -28,6 +28,9 @@ pub struct BrokerMemory {
     pub ahead: AheadMemory,
 }
 
+/// Entries of the running maximum of levels, at most (each is a distinct level).
+pub const MAX_LEVELS: usize = 64;
+
 /// Recent samples kept per metric for the trend, at most.
 pub const MAX_FORECAST_SAMPLES: usize = 16;
 
@@ -46,8 +49,12 @@ pub struct AheadMemory {
     pub last: Option<String>,
     /// Direction changes of the recommendation.
     pub turns: Turns,
-    /// Whether scale-downs wait for the highest recommendation of the flap window.
+    /// Whether scale-downs go no lower than the level the flap window's load needs.
     pub holding: bool,
+    /// Running maximum of the fewest brokers that keep the load within tolerance: `(time,
+    /// level)` oldest first with strictly falling levels, so the first entry still inside a
+    /// window is that window's highest.
+    pub levels: Vec<(Timestamp, u32)>,
     /// Why capacity is held, in words.
     pub flap_message: Option<String>,
 }
@@ -77,6 +84,28 @@ impl AheadMemory {
             .iter()
             .find(|(m, _)| m == metric)
             .map_or(&[], |(_, s)| s.as_slice())
+    }
+
+    /// Notes the fewest brokers that keep the load of `now` within tolerance, and forgets what
+    /// is older than `keep`.
+    pub fn note_level(&mut self, now: Timestamp, level: u32, keep: Duration) {
+        // An older entry at or below this level can never be a window's maximum again.
+        while self.levels.last().is_some_and(|(_, l)| *l <= level) {
+            self.levels.pop();
+        }
+        self.levels.push((now, level));
+        self.levels.retain(|(t, _)| elapsed(now, *t) <= keep);
+        let excess = self.levels.len().saturating_sub(MAX_LEVELS);
+        self.levels.drain(..excess);
+    }
+
+    /// Highest level noted within `window` before `now`.
+    pub fn level_within(&self, now: Timestamp, window: Duration) -> Option<u32> {
+        self.levels
+            .iter()
+            .filter(|(t, _)| elapsed(now, *t) <= window && *t <= now)
+            .map(|(_, l)| *l)
+            .max()
     }
 
     /// Forgets the samples of `metric` (a gap, or data that cannot be trusted).
@@ -219,6 +248,16 @@ fn ahead_from_status(status: &BrokerStatus) -> AheadMemory {
         };
         ahead.holding = fl.holding;
         ahead.flap_message = fl.message.clone();
+        let mut levels: Vec<(Timestamp, u32)> = fl
+            .levels
+            .iter()
+            .filter(|l| l.replicas >= 0)
+            .map(|l| (l.time.0, l.replicas as u32))
+            .collect();
+        levels.sort_by_key(|(t, _)| *t);
+        let excess = levels.len().saturating_sub(MAX_LEVELS);
+        levels.drain(..excess);
+        ahead.levels = levels;
     }
     ahead
 }
@@ -249,7 +288,8 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
             .collect(),
         last: ahead.last.clone(),
     });
-    let flap_used = ahead.turns.last_direction.is_some() || ahead.holding;
+    let flap_used =
+        ahead.turns.last_direction.is_some() || ahead.holding || !ahead.levels.is_empty();
     status.flapping = flap_used.then(|| FlapStatus {
         holding: ahead.holding,
         turns_last_hour: ahead.turns.times.len() as i32,
@@ -257,6 +297,14 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
         last_direction: ahead.turns.last_direction.map(i32::from),
         extreme: ahead.turns.extreme.map(|e| e as i32),
         message: ahead.flap_message.clone(),
+        levels: ahead
+            .levels
+            .iter()
+            .map(|(t, l)| Recommendation {
+                time: Time(*t),
+                replicas: *l as i32,
+            })
+            .collect(),
     });
 }
 
@@ -296,6 +344,34 @@ mod tests {
         assert_eq!(
             m.range_within(at(60), Duration::from_secs(44)).map(|r| r.1),
             Some(7)
+        );
+    }
+
+    #[test]
+    fn levels_keep_the_highest_of_any_window() {
+        let mut a = AheadMemory::default();
+        let keep = Duration::from_secs(3600);
+        for (t, l) in [(0, 7), (60, 9), (120, 8), (180, 8), (240, 5)] {
+            a.note_level(at(t), l, keep);
+        }
+        // 7 can never be a maximum again once 9 came after it; the equal 8 replaces the older.
+        assert_eq!(a.levels, vec![(at(60), 9), (at(180), 8), (at(240), 5)]);
+        assert_eq!(a.level_within(at(240), keep), Some(9));
+        assert_eq!(a.level_within(at(240), Duration::from_secs(150)), Some(8));
+        assert_eq!(a.level_within(at(240), Duration::ZERO), Some(5));
+        // An hour later only the newest is inside the window.
+        a.note_level(at(3900), 4, keep);
+        assert_eq!(a.levels, vec![(at(3900), 4)]);
+        // And the levels survive a status round trip.
+        let m = BrokerMemory {
+            ahead: a,
+            ..BrokerMemory::default()
+        };
+        let mut status = BrokerStatus::default();
+        m.write_status(&mut status);
+        assert_eq!(
+            BrokerMemory::from_status(&status).ahead.levels,
+            m.ahead.levels
         );
     }
 

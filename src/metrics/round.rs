@@ -52,6 +52,8 @@ pub struct PolicyReadings {
     pub claims: BTreeMap<String, Reading>,
     /// Source failures that touched this policy, e.g. "throughput: cannot reach …".
     pub errors: Vec<String>,
+    /// `errors[i]`'s kind, the label of `source_errors_total` (`connect`, `timeout`, …).
+    pub error_kinds: Vec<&'static str>,
 }
 
 impl PolicyReadings {
@@ -148,6 +150,7 @@ pub fn split(
         let line = format!("{what}: {e}");
         if !out.errors.contains(&line) {
             out.errors.push(line);
+            out.error_kinds.push(e.label());
         }
     };
     if let Some(b) = &t.policy.brokers {
@@ -520,6 +523,8 @@ spec:
                 .all(|m| m.sample.is_none() && m.problem.is_some())
         );
         assert_eq!(r.errors.len(), 3, "{:?}", r.errors);
+        // Each error keeps its kind for `source_errors_total{kind}`.
+        assert_eq!(r.error_kinds, ["connect"; 3]);
         assert!(r.claims.is_empty());
         let plan = plan(&[t]);
         assert_eq!(

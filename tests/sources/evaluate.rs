@@ -195,3 +195,76 @@ fn invalid_policy_is_refused_like_validate() {
     assert_eq!(out, vout);
     assert!(out.contains("minReplicas"), "{out}");
 }
+
+#[test]
+fn scrape_with_a_policy_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = policy_file(
+        dir.path(),
+        "  metricsSource: {type: Prometheus, url: 'http://prometheus.monitoring:9090'}\n",
+    );
+    let (code, out, err) = run(&[
+        "evaluate",
+        "--policy",
+        &file,
+        "--replicas",
+        "3",
+        "--scrape",
+        "http://127.0.0.1:1/metrics",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "no evaluation is printed: {out}");
+    assert!(
+        err.contains("--scrape") && err.contains("http://prometheus.monitoring:9090"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_data_shows_what_was_asked_and_fails() {
+    // A real Prometheus that scrapes nothing: every query answers, with no series.
+    let mut prom = support::prometheus("scrape_configs: []\n", None);
+    support::ready(&mut prom, "/-/ready", &support::client()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = policy_file(
+        dir.path(),
+        &format!(
+            "  metricsSource: {{type: Prometheus, url: '{}'}}\n",
+            prom.url
+        ),
+    );
+    let (code, text, err) = run(&["evaluate", "--policy", &file, "--replicas", "3"]);
+    assert_eq!(code, 2, "no data is a failure: {text}{err}");
+    assert!(text.contains("no data"), "{text}");
+    assert!(
+        text.contains("pulsar_broker_throughput_in") && text.contains("jvm_memory_bytes_used"),
+        "the queries asked are shown: {text}"
+    );
+    let (code, out, _) = run(&[
+        "evaluate",
+        "--policy",
+        &file,
+        "--replicas",
+        "3",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["asked"].as_array().map(Vec::len), Some(2), "{out}");
+
+    // Direct mode: the URLs scraped are what was asked.
+    let file = policy_file(dir.path(), "");
+    let closed = format!("http://127.0.0.1:{}/metrics", support::free_port());
+    let (code, text, _) = run(&[
+        "evaluate",
+        "--policy",
+        &file,
+        "--replicas",
+        "3",
+        "--scrape",
+        &closed,
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("GET {closed}")), "{text}");
+}
