@@ -11,9 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use reqwest::Method;
 use serde::Deserialize;
 
+use crate::api::{AdminScheme, AdminSpec};
+use crate::metrics::credentials;
 use crate::metrics::http::ensure_crypto_provider;
 
 /// How the admin API is reached and authenticated.
@@ -43,6 +47,71 @@ impl std::fmt::Debug for AdminSettings {
             .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+impl AdminSettings {
+    /// The settings `brokers.admin` describes, with the token and CA read from their Secrets
+    /// (only Secrets carrying the consent label, as for metrics sources). Read on every call,
+    /// so a rotated token or CA is used from the next evaluation on.
+    pub async fn from_spec(
+        secrets: &Api<Secret>,
+        spec: &AdminSpec,
+        timeout: Duration,
+    ) -> Result<AdminSettings, AdminError> {
+        let namespace = secrets.namespace().unwrap_or("default").to_string();
+        let read = |name: String, key: String| {
+            let namespace = namespace.clone();
+            async move {
+                let secret = credentials::fetch(secrets, &namespace, &name).await?;
+                credentials::key(&secret, &namespace, &name, &key)
+            }
+        };
+        let mut settings = AdminSettings {
+            https: spec.scheme == AdminScheme::Https,
+            port: u16::try_from(spec.port)
+                .map_err(|_| AdminError::Config(format!("port {} is out of range", spec.port)))?,
+            timeout,
+            insecure_skip_verify: spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify),
+            ..AdminSettings::default()
+        };
+        if let Some(r) = spec.auth.as_ref().map(|a| &a.token_secret_ref) {
+            let bytes = read(r.name.clone(), r.key.clone())
+                .await
+                .map_err(|e| AdminError::Secret(format!("auth.tokenSecretRef: {e}")))?;
+            let token = credentials::text(&bytes, &namespace, &r.name, &r.key)
+                .map_err(|e| AdminError::Secret(format!("auth.tokenSecretRef: {e}")))?;
+            settings.token = Some(token);
+        }
+        if let Some(r) = spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            let pem = read(r.name.clone(), r.key.clone())
+                .await
+                .map_err(|e| AdminError::Secret(format!("tls.caSecretRef: {e}")))?;
+            settings.ca_pem = Some(pem);
+        }
+        Ok(settings)
+    }
+}
+
+/// The id (`<advertised address>:<port>`) among `active` of the broker in pod `pod` at `ip`: the
+/// advertised address is the pod IP, the pod's name, or a DNS name starting with it (Pulsar's
+/// Helm chart advertises `<pod>.<service>.<namespace>.svc...`).
+pub fn broker_id(active: &[String], pod: &str, ip: &str) -> Option<String> {
+    let host = |id: &str| {
+        id.rsplit_once(':')
+            .map_or(id, |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string()
+    };
+    let by_ip = active.iter().find(|id| host(id) == ip);
+    let by_name = || {
+        active.iter().find(|id| {
+            let h = host(id);
+            h == pod
+                || h.strip_prefix(pod)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    };
+    by_ip.or_else(by_name).cloned()
 }
 
 /// What went wrong, naming the broker and the call.
@@ -105,6 +174,9 @@ pub enum AdminError {
     /// The client could not be built (bad CA bundle).
     #[error("admin client: {0}")]
     Config(String),
+    /// A Secret named by `brokers.admin` could not be read.
+    #[error("brokers.admin: {0}")]
+    Secret(String),
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -126,6 +198,7 @@ impl AdminError {
             AdminError::Redirect { .. } => "redirect",
             AdminError::Decode { .. } => "decode",
             AdminError::Config(_) => "config",
+            AdminError::Secret(_) => "secret",
         }
     }
 
@@ -449,6 +522,28 @@ mod tests {
         ] {
             assert_eq!(Bundle::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_pod_is_matched_to_its_broker_id_by_ip_or_name() {
+        let active = vec![
+            "10.0.0.5:8080".to_string(),
+            "pulsar-broker-1.pulsar-broker.pulsar.svc.cluster.local:8080".to_string(),
+            "pulsar-broker-10.pulsar-broker.pulsar.svc.cluster.local:8080".to_string(),
+        ];
+        assert_eq!(
+            broker_id(&active, "pulsar-broker-0", "10.0.0.5").as_deref(),
+            Some("10.0.0.5:8080")
+        );
+        assert_eq!(
+            broker_id(&active, "pulsar-broker-1", "10.0.0.6").as_deref(),
+            Some("pulsar-broker-1.pulsar-broker.pulsar.svc.cluster.local:8080")
+        );
+        assert_eq!(
+            broker_id(&active, "pulsar-broker-10", "10.0.0.9").as_deref(),
+            Some("pulsar-broker-10.pulsar-broker.pulsar.svc.cluster.local:8080")
+        );
+        assert_eq!(broker_id(&active, "pulsar-broker-2", "10.0.0.7"), None);
     }
 
     #[test]

@@ -690,6 +690,10 @@ pub struct BrokerStatus {
     /// The rebalance after the last scale-up; present when `scaleUp.rebalance` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceStatus>,
+    /// The drain before a scale-down: in progress, or the last one abandoned (kept while a new
+    /// attempt waits). The controller's only memory of it, so it survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
 }
 
 /// Progress of moving bundles onto the brokers a scale-up added. Lives in the status so that a
@@ -727,6 +731,34 @@ pub struct RebalanceStatus {
     pub message: Option<String>,
 }
 
+/// A drain of the brokers a scale-down removes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// `Draining` while bundles move; `Abandoned` when it timed out or a broker was unreachable.
+    pub phase: String,
+    /// Replicas before the scale-down.
+    pub from: i32,
+    /// Replicas once the drained brokers are removed.
+    pub to: i32,
+    /// The leaving brokers, highest ordinals, with what each still owns.
+    #[serde(default)]
+    pub brokers: Vec<DrainBroker>,
+    /// Bundles still owned by the leaving brokers at the last look.
+    pub bundles_left: i32,
+    /// Bundles moved off the leaving brokers so far.
+    #[serde(default)]
+    pub bundles_moved: i32,
+    /// When the drain began.
+    pub started_at: Time,
+    /// When it was abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why it is where it is, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// One added broker as the rebalance last saw it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -738,6 +770,16 @@ pub struct RebalanceBroker {
     pub broker: Option<String>,
     /// Bundles it owns (heartbeat namespaces left out).
     pub bundles: i32,
+}
+
+/// One leaving broker.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainBroker {
+    /// Pod name, e.g. `pulsar-broker-2`.
+    pub broker: String,
+    /// Bundles it still owned at the last look (heartbeat namespaces left out).
+    pub bundles_left: i32,
 }
 
 /// The forecast's bounded memory and its last conclusion.

@@ -74,6 +74,21 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of drain outcome series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainLabels {
+    /// Policy namespace.
+    pub namespace: String,
+    /// Policy name.
+    pub policy: String,
+    /// One of [`DRAIN_OUTCOMES`].
+    pub outcome: String,
+}
+
+/// Every `outcome` a drain ends with.
+pub const DRAIN_OUTCOMES: [&str; 5] =
+    ["drained", "timed_out", "unreachable", "cancelled", "failed"];
+
 /// Labels of the reconcile histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -127,6 +142,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Rebalance after scale-up.
     pub rebalance: RebalanceMetrics,
+    /// Bundles the leaving brokers still own while a drain runs (absent otherwise).
+    pub drain_bundles_left: Family<PolicyLabels, Gauge>,
+    /// Time from a drain's start to its end, by outcome.
+    pub drain_duration: Family<DrainLabels, Histogram>,
+    /// Drains ended, by outcome.
+    pub drain_outcomes: Family<DrainLabels, Counter>,
     /// Label values each policy's series were created with, so a deleted policy's go too.
     owned: Mutex<HashMap<(String, String), Owned>>,
 }
@@ -180,6 +201,11 @@ impl Metrics {
             }),
             leader: Gauge::default(),
             rebalance: RebalanceMetrics::default(),
+            drain_bundles_left: Family::default(),
+            drain_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.25, 2.0, 12))
+            }),
+            drain_outcomes: Family::default(),
             owned: Mutex::new(HashMap::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
@@ -284,6 +310,21 @@ impl Metrics {
             m.leader.clone(),
         );
         m.rebalance.register(r);
+        r.register(
+            "drain_bundles_left",
+            "Bundles the brokers being drained before a scale-down still own",
+            m.drain_bundles_left.clone(),
+        );
+        r.register(
+            "drain_duration_seconds",
+            "Time from the start of a drain to its end, by outcome",
+            m.drain_duration.clone(),
+        );
+        r.register(
+            "drain_outcomes",
+            "Drains ended, by outcome",
+            m.drain_outcomes.clone(),
+        );
         Arc::new(m)
     }
 }
@@ -399,9 +440,19 @@ impl Metrics {
             &self.max_replicas,
             &self.metrics_available,
             &self.scaling_limited,
+            &self.drain_bundles_left,
             &self.policy_ready,
         ] {
             family.remove(&l);
+        }
+        for outcome in DRAIN_OUTCOMES {
+            let l = DrainLabels {
+                namespace: ns.clone(),
+                policy: name.clone(),
+                outcome: outcome.into(),
+            };
+            self.drain_outcomes.remove(&l);
+            self.drain_duration.remove(&l);
         }
         for claim in owned.claims {
             let l = ClaimLabels {

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use crate::admin::{AdminClient, AdminSettings, Bundle};
-use crate::api::{AdminScheme, AdminSpec, RebalanceBroker, RebalanceStatus};
+use crate::api::{AdminSpec, RebalanceBroker, RebalanceStatus};
 use crate::decide::elapsed;
 use crate::decide::rebalance::{self, Holding};
 use crate::metrics::round::pod_of;
@@ -106,33 +106,6 @@ pub fn stop_reason(r: &RebalanceStatus, now: Now) -> Option<String> {
     ))
 }
 
-/// The admin client settings for `spec`. Only the unauthenticated case is built here: a token
-/// or CA from a Secret is refused with a message rather than silently ignored.
-pub fn admin_settings(spec: &AdminSpec) -> Result<AdminSettings, String> {
-    if spec.auth.is_some() {
-        return Err(
-            "brokers.admin.auth (token from a Secret) is not supported by rebalance yet".into(),
-        );
-    }
-    let (ca, insecure) = match &spec.tls {
-        Some(t) => (t.ca_secret_ref.is_some(), t.insecure_skip_verify),
-        None => (false, false),
-    };
-    if ca {
-        return Err("brokers.admin.tls.caSecretRef is not supported by rebalance yet".into());
-    }
-    let port = u16::try_from(spec.port)
-        .map_err(|_| format!("admin.port {} is out of range", spec.port))?;
-    Ok(AdminSettings {
-        https: spec.scheme == AdminScheme::Https,
-        port,
-        token: None,
-        ca_pem: None,
-        insecure_skip_verify: insecure,
-        timeout: CALL_TIMEOUT,
-    })
-}
-
 /// Something a person should see as an Event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Note {
@@ -183,14 +156,18 @@ pub async fn step(
         fail(r, &mut out, why, now);
         return out;
     }
-    let api =
-        match admin_settings(admin).and_then(|s| AdminClient::new(s).map_err(|e| e.to_string())) {
-            Ok(c) => c,
-            Err(why) => {
-                fail(r, &mut out, why, now);
-                return out;
-            }
-        };
+    // Secrets are read on every step, so a rotated token or CA is used from the next one on.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api = match AdminSettings::from_spec(&secrets, admin, CALL_TIMEOUT)
+        .await
+        .and_then(AdminClient::new)
+    {
+        Ok(c) => c,
+        Err(why) => {
+            fail(r, &mut out, why.to_string(), now);
+            return out;
+        }
+    };
     let Some(cluster) = look(client, &api, namespace, sts, r, &mut out, now).await else {
         return out;
     };
@@ -599,17 +576,5 @@ mod tests {
             "{msg}"
         );
         assert_eq!(r.finished_at, Some(Time(at(9))));
-    }
-
-    #[test]
-    fn only_the_unauthenticated_admin_api_is_built_here() {
-        let spec: AdminSpec =
-            serde_json::from_value(serde_json::json!({"port": 8443, "scheme": "https"})).unwrap();
-        let s = admin_settings(&spec).unwrap();
-        assert!(s.https && s.port == 8443 && s.token.is_none());
-        let spec: AdminSpec = serde_json::from_value(serde_json::json!({
-            "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}}))
-        .unwrap();
-        assert!(admin_settings(&spec).unwrap_err().contains("not supported"));
     }
 }

@@ -1,5 +1,7 @@
 //! One evaluation of one policy: check, observe, decide, guard, act, record.
 
+mod drain;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -480,7 +482,21 @@ impl Run<'_> {
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
         let decision = &outcome.decision;
-        if decision.is_change() {
+        let drain = self
+            .drain_round(
+                policy,
+                brokers,
+                decision,
+                current,
+                previous.drain.as_ref(),
+                &api,
+            )
+            .await?;
+        if let Some(to) = drain.scaled_to {
+            memory.note_action(Action::ScaleDown, self.now);
+            replicas_now = to;
+            self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
+        } else if decision.is_change() && !drain.handled {
             let verdict = guard::check_brokers(brokers, decision);
             let stateful_set = brokers.stateful_set.clone();
             let carried = self
@@ -522,6 +538,7 @@ impl Run<'_> {
             ..BrokerStatus::default()
         };
         memory.write_status(&mut status);
+        status.drain = drain.status;
         status.rebalance = self
             .rebalance(
                 policy,

@@ -5,6 +5,7 @@
 
 mod bookies;
 mod brokers;
+pub mod drain;
 pub mod flap;
 pub mod forecast;
 pub mod horizon;

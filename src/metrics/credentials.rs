@@ -92,7 +92,11 @@ pub fn basic_from_secret(
 }
 
 /// The Secret `name`, asked for only with the consent label: a Secret without it is never sent.
-async fn fetch(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Secret, MetricsError> {
+pub async fn fetch(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<Secret, MetricsError> {
     let params = ListParams::default()
         .labels(&format!("{CONSENT_LABEL}=true"))
         .fields(&format!("metadata.name={name}"));
@@ -155,7 +159,8 @@ pub fn key(
     }
 }
 
-fn text(bytes: &[u8], namespace: &str, name: &str, key: &str) -> Result<String, MetricsError> {
+/// A key's bytes as text, without the trailing newline `echo` leaves.
+pub fn text(bytes: &[u8], namespace: &str, name: &str, key: &str) -> Result<String, MetricsError> {
     let s = std::str::from_utf8(bytes).map_err(|_| MetricsError::Secret {
         namespace: namespace.to_string(),
         name: name.to_string(),

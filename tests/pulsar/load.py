@@ -4,6 +4,7 @@ Usage: load.py SERVICE_URL RATE SIZE TOPIC...
 Publishes RATE messages/s of SIZE bytes, spread round-robin over the topics, and consumes them
 all on one shared subscription per topic. Reads commands on stdin, one per line:
   rate N   change the publish rate (messages/s over all topics; 0 pauses)
+  reset    forget the publish latencies so far (measure a window without the start-up)
   stop     flush, wait for the last receipts, print the summary and exit (also on EOF)
 Prints one JSON object per second on stdout (cumulative counts) and a last one with
 "final": true: t (monotonic seconds), sent, acked, failed, received, latency_ms {p50, p99, max} over acked sends.
@@ -71,6 +72,9 @@ def main():
             words = line.split()
             if words[:1] == ["rate"] and len(words) == 2:
                 state["rate"] = float(words[1])
+            elif words[:1] == ["reset"]:
+                with stats.lock:
+                    stats.latencies = []
             elif words[:1] == ["stop"]:
                 break
         state["stop"] = True

@@ -9,6 +9,7 @@ mod admin;
 mod bookie;
 mod common;
 mod controller;
+mod drain;
 mod freshness;
 mod presets;
 mod rebalance;

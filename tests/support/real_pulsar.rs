@@ -756,6 +756,15 @@ impl Load {
         }
     }
 
+    /// Forgets the publish latencies so far: percentiles and the longest stall then cover
+    /// only what follows (counts stay cumulative).
+    pub fn reset_latencies(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "reset");
+            let _ = stdin.flush();
+        }
+    }
+
     /// The newest counts.
     pub fn latest(&self) -> LoadStats {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
