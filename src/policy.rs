@@ -13,8 +13,8 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::api::{
-    AuthSpec, BookieSpec, BrokerSpec, ForecastSpec, MetricType, ScalingPolicy, ScalingPolicySpec,
-    ScalingRules, SourceType, TlsSpec,
+    AdminSpec, AuthSpec, BookieSpec, BrokerSpec, ForecastSpec, MetricType, ScalingPolicy,
+    ScalingPolicySpec, ScalingRules, SourceType, TlsSpec,
 };
 use crate::quantity;
 
@@ -602,8 +602,8 @@ pub struct Refusal {
 }
 
 impl Admission {
-    /// Checks a policy's source against the operator's settings.
-    pub fn check(&self, source: &Source) -> Result<(), Refusal> {
+    /// Checks a policy's source and broker admin API settings against the operator's settings.
+    pub fn check(&self, source: &Source, admin: Option<&AdminSpec>) -> Result<(), Refusal> {
         if let (false, Some(text)) = (self.allowed_sources.is_empty(), source.url.as_deref()) {
             let allowed = source_url(text)
                 .map(|url| self.allowed_sources.iter().any(|a| a.allows(&url)))
@@ -629,8 +629,24 @@ impl Admission {
                     .into(),
             });
         }
+        if self.forbid_insecure_skip_verify && admin_insecure(admin) {
+            return Err(Refusal {
+                reason: "InsecureSkipVerifyForbidden",
+                message: "spec.brokers.admin.tls.insecureSkipVerify is true, which this \
+                          controller forbids: give the brokers' CA in brokers.admin.tls.caSecretRef \
+                          instead"
+                    .into(),
+            });
+        }
         Ok(())
     }
+}
+
+/// Whether the brokers' admin API certificates are accepted unchecked.
+pub fn admin_insecure(admin: Option<&AdminSpec>) -> bool {
+    admin
+        .and_then(|a| a.tls.as_ref())
+        .is_some_and(|t| t.insecure_skip_verify)
 }
 
 impl Source {
@@ -1033,22 +1049,25 @@ mod tests {
     #[test]
     fn admission_refuses_sources_outside_the_list_and_forbidden_tls() {
         let open = Admission::default();
-        assert_eq!(open.check(&source_with("http://anything:1", true)), Ok(()));
+        assert_eq!(
+            open.check(&source_with("http://anything:1", true), None),
+            Ok(())
+        );
         let strict = Admission {
             allowed_sources: vec![AllowedSource::parse("http://prom:9090").unwrap()],
             forbid_insecure_skip_verify: true,
         };
         assert_eq!(
-            strict.check(&source_with("http://prom:9090", false)),
+            strict.check(&source_with("http://prom:9090", false), None),
             Ok(())
         );
         let e = strict
-            .check(&source_with("http://169.254.169.254/latest", false))
+            .check(&source_with("http://169.254.169.254/latest", false), None)
             .unwrap_err();
         assert_eq!(e.reason, "SourceNotAllowed");
         assert!(e.message.contains("http://prom:9090"), "{}", e.message);
         let e = strict
-            .check(&source_with("http://prom:9090", true))
+            .check(&source_with("http://prom:9090", true), None)
             .unwrap_err();
         assert_eq!(e.reason, "InsecureSkipVerifyForbidden");
         // Direct sources have no URL and are not refused by the list.
@@ -1058,7 +1077,16 @@ mod tests {
             tls: None,
             ..source_with("http://x", false)
         };
-        assert_eq!(strict.check(&direct), Ok(()));
+        assert_eq!(strict.check(&direct, None), Ok(()));
+        // The brokers' admin API is held to the same rule.
+        let admin: AdminSpec = serde_json::from_value(serde_json::json!({
+            "scheme": "https", "tls": {"insecureSkipVerify": true}}))
+        .unwrap();
+        assert!(admin_insecure(Some(&admin)));
+        assert_eq!(open.check(&direct, Some(&admin)), Ok(()));
+        let e = strict.check(&direct, Some(&admin)).unwrap_err();
+        assert_eq!(e.reason, "InsecureSkipVerifyForbidden");
+        assert!(e.message.contains("brokers.admin.tls"), "{}", e.message);
     }
 
     #[test]

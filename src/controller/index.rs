@@ -58,6 +58,11 @@ pub struct Checked {
     pub source: Option<String>,
 }
 
+/// `spec.brokers.admin` of a policy, if any.
+fn admin_of(sp: &ScalingPolicy) -> Option<&crate::api::AdminSpec> {
+    sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref())
+}
+
 impl Checked {
     fn new(sp: &ScalingPolicy, admission: &policy::Admission) -> Self {
         let namespace = sp.namespace().unwrap_or_default();
@@ -72,7 +77,7 @@ impl Checked {
         };
         // A policy the operator refuses never joins a round, even on a shared source.
         let source = match &policy {
-            Ok(p) if !p.suspend && admission.check(&p.source).is_ok() => {
+            Ok(p) if !p.suspend && admission.check(&p.source, admin_of(sp)).is_ok() => {
                 Some(source_key(&namespace, &p.source))
             }
             _ => None,

@@ -144,7 +144,8 @@ impl Run<'_> {
                 return Ok(Requeue::requeue(INVALID_RETRY));
             }
         };
-        if let Err(refusal) = ctx.admission.check(&policy.source) {
+        let admin = self.sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref());
+        if let Err(refusal) = ctx.admission.check(&policy.source, admin) {
             // Refused by the operator's settings: the source is never called (the index keeps
             // the policy out of every round).
             let was_invalid = status::is_true(&self.status, kind::INVALID);
@@ -371,15 +372,28 @@ impl Run<'_> {
 
     /// Warns, as a condition and one Event, while the source's certificate is not checked.
     async fn insecure_tls(&mut self, policy: &Policy) {
-        let insecure = policy.source.insecure_skip_verify();
+        let admin = self.sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref());
+        let mut unchecked = Vec::new();
+        if policy.source.insecure_skip_verify() {
+            unchecked.push(
+                "spec.metricsSource.tls.insecureSkipVerify is true: the server's certificate is \
+                 not checked, so an impostor could read the queries and any credentials sent \
+                 with them; give its CA in tls.caSecretRef",
+            );
+        }
+        if policy::admin_insecure(admin) {
+            unchecked.push(
+                "spec.brokers.admin.tls.insecureSkipVerify is true: the brokers' certificates \
+                 are not checked, so an impostor could take the admin token and be told which \
+                 bundles to move; give their CA in brokers.admin.tls.caSecretRef",
+            );
+        }
         let was = status::is_true(&self.status, kind::INSECURE_TLS);
-        if insecure {
-            let message = "spec.metricsSource.tls.insecureSkipVerify is true: the server's \
-                           certificate is not checked, so an impostor could read the queries \
-                           and any credentials sent with them; give its CA in tls.caSecretRef";
-            self.condition(kind::INSECURE_TLS, true, "InsecureSkipVerify", message);
+        if !unchecked.is_empty() {
+            let message = unchecked.join("; ");
+            self.condition(kind::INSECURE_TLS, true, "InsecureSkipVerify", &message);
             if !was {
-                self.event(true, "InsecureSkipVerify", "Validate", message.into())
+                self.event(true, "InsecureSkipVerify", "Validate", message)
                     .await;
             }
         } else if status::has(&self.status, kind::INSECURE_TLS) {
@@ -387,7 +401,7 @@ impl Run<'_> {
                 kind::INSECURE_TLS,
                 false,
                 "CertificateVerified",
-                "the source's certificate is checked",
+                "every certificate the controller meets for this policy is checked",
             );
         }
     }

@@ -43,7 +43,7 @@ fn spec(admin: Option<serde_json::Value>, drain: Option<serde_json::Value>) -> s
            "rateLimit": {"actionsPerHour": 100, "burst": 10}})
 }
 
-async fn create_policy(k: &RealPulsarOnKube, name: &str, spec: serde_json::Value) {
+pub(super) async fn create_policy(k: &RealPulsarOnKube, name: &str, spec: serde_json::Value) {
     let api: Api<ScalingPolicy> = Api::namespaced(k.admin.clone(), NS);
     let sp: ScalingPolicy = serde_json::from_value(json!({
         "apiVersion": "pulsar-autoscaler.dev/v1alpha1", "kind": "ScalingPolicy",
@@ -66,7 +66,7 @@ async fn delete_policy(k: &RealPulsarOnKube, name: &str) {
     .await;
 }
 
-async fn status(k: &RealPulsarOnKube, name: &str) -> ScalingPolicyStatus {
+pub(super) async fn status(k: &RealPulsarOnKube, name: &str) -> ScalingPolicyStatus {
     let api: Api<ScalingPolicy> = Api::namespaced(k.admin.clone(), NS);
     api.get(name)
         .await
@@ -76,7 +76,7 @@ async fn status(k: &RealPulsarOnKube, name: &str) -> ScalingPolicyStatus {
 }
 
 /// `(reason, condition status, message)` of a condition.
-fn condition(s: &ScalingPolicyStatus, type_: &str) -> Option<(String, String, String)> {
+pub(super) fn condition(s: &ScalingPolicyStatus, type_: &str) -> Option<(String, String, String)> {
     s.conditions
         .iter()
         .find(|c| c.type_ == type_)
@@ -84,7 +84,7 @@ fn condition(s: &ScalingPolicyStatus, type_: &str) -> Option<(String, String, St
 }
 
 /// `(type, reason, note)` of every Event on the policy.
-async fn events(k: &RealPulsarOnKube, name: &str) -> Vec<(String, String, String)> {
+pub(super) async fn events(k: &RealPulsarOnKube, name: &str) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(k.admin.clone(), NS);
     let list = api.list(&Default::default()).await.expect("events");
     list.items
@@ -110,7 +110,7 @@ fn admin_client() -> AdminClient {
 }
 
 /// Bundles broker `i` owns, as the broker itself says.
-async fn bundles_on(k: &RealPulsarOnKube, i: usize) -> usize {
+pub(super) async fn bundles_on(k: &RealPulsarOnKube, i: usize) -> usize {
     let ip = &k.broker_ips[i];
     admin_client()
         .owned_bundles(ip, CLUSTER, &format!("{ip}:{WEB_PORT}"))
@@ -139,7 +139,7 @@ async fn set_grace(k: &RealPulsarOnKube, secs: i64) {
 }
 
 /// Topics in two fresh namespaces, so their bundles are assigned over all three brokers now.
-async fn fresh_topics(k: &RealPulsarOnKube, tag: &str) -> Vec<String> {
+pub(super) async fn fresh_topics(k: &RealPulsarOnKube, tag: &str) -> Vec<String> {
     for ns in ["a", "b"] {
         create_namespace(&k.web_url(0), &format!("public/{tag}-{ns}")).await;
     }
@@ -249,7 +249,7 @@ async fn scale_down(
     case
 }
 
-fn stops_of_2(k: &RealPulsarOnKube) -> Vec<KubeletEvent> {
+pub(super) fn stops_of_2(k: &RealPulsarOnKube) -> Vec<KubeletEvent> {
     k.kubelet_events()
         .into_iter()
         .filter(|e| e.broker == 2 && e.what == "stopped")
@@ -262,7 +262,7 @@ async fn back_to_three(k: &RealPulsarOnKube) {
     k.wait_ready(3).await;
 }
 
-fn admin() -> serde_json::Value {
+pub(super) fn admin() -> serde_json::Value {
     json!({"port": WEB_PORT})
 }
 

@@ -11,5 +11,6 @@ mod common;
 mod controller;
 mod drain;
 mod freshness;
+mod lifecycle;
 mod presets;
 mod rebalance;

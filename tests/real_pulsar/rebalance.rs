@@ -110,7 +110,7 @@ async fn namespace_with_bundles(web: &str, namespace: &str, bundles: u32) {
 }
 
 /// `pulsar_broker_throughput_in + _out` from broker `ip`'s own page.
-async fn broker_throughput(ip: &str) -> f64 {
+pub(super) async fn broker_throughput(ip: &str) -> f64 {
     let url = format!("http://{ip}:{WEB_PORT}/metrics/");
     let Ok(r) = client().get(&url).send().await else {
         return 0.0;
