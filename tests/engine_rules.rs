@@ -459,17 +459,56 @@ fn bounds_clamp_and_report_limits() {
         out.limited.as_deref(),
         Some("metrics want 25 brokers, pinned at maxReplicas 20")
     );
-    // Below minReplicas with no data at all: the declared minimum still holds.
+    // Below minReplicas with data: the declared minimum is restored.
     let out = decide_brokers(
         &p,
         Flags::default(),
         STALE,
         1,
-        &[None],
+        &[fresh(10.0 * MI, 0)],
         &BrokerMemory::default(),
         at(0),
     );
     assert_eq!((out.decision.action, out.decision.to), (Action::ScaleUp, 2));
+}
+
+#[test]
+fn no_usable_metric_holds_even_outside_the_bounds() {
+    let p = throughput();
+    // 1 is below minReplicas 2, 25 above maxReplicas 20: without evidence neither moves.
+    for current in [1, 25] {
+        let out = decide_brokers(
+            &p,
+            Flags::default(),
+            STALE,
+            current,
+            &[None],
+            &BrokerMemory::default(),
+            at(0),
+        );
+        assert_eq!(out.decision.action, Action::Hold, "{current}");
+        assert_eq!(out.desired, current);
+        assert!(matches!(out.availability, Availability::Unavailable(_)));
+        let reason = out.decision.reason();
+        assert!(reason.contains("no usable metrics: holding"), "{reason}");
+        assert!(out.limited.is_some(), "outside the bounds is shown as limited");
+    }
+}
+
+#[test]
+fn replicas_at_zero_are_a_pause_not_a_target() {
+    // A person set replicas to 0; heavy load and minReplicas 2 would otherwise scale up.
+    let out = decide_brokers(
+        &throughput(),
+        Flags::default(),
+        STALE,
+        0,
+        &[fresh(412.0 * MI, 0)],
+        &BrokerMemory::default(),
+        at(0),
+    );
+    assert_eq!((out.decision.action, out.decision.to), (Action::Hold, 0));
+    assert!(out.decision.reason().contains("paused"), "{:?}", out.decision);
 }
 
 #[test]

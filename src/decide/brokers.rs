@@ -188,6 +188,26 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     };
 
     let (min, max) = (policy.min_replicas, policy.max_replicas);
+    if let Some(why) = hold_without_data(current, usable.is_empty(), min, max) {
+        reasons.push(why.clone());
+        return BrokerOutcome {
+            decision: Decision {
+                target,
+                action: Action::Hold,
+                from: current.into(),
+                to: current.into(),
+                reasons,
+                dry_run: flags.dry_run,
+            },
+            desired: current,
+            metrics,
+            availability,
+            limited: (current < min || current > max).then_some(why),
+            memory: memory.clone(),
+            forecast_driven: false,
+            holding: false,
+        };
+    }
     let mut raw = usable.iter().copied().max().unwrap_or(current);
     if !problems.is_empty() && raw < current {
         reasons.push(format!(
@@ -327,9 +347,6 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
             dry_run: flags.dry_run,
         }
     } else {
-        if action == Action::Hold && usable.is_empty() {
-            reasons.push(format!("no usable metrics: holding {current} replicas"));
-        }
         Decision {
             target,
             action,
@@ -349,6 +366,28 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         limited,
         memory: new_memory,
     }
+}
+
+/// Why nothing may change whatever the bounds say: replicas at 0 are a cluster someone paused,
+/// and with no usable metric the promise is that replicas hold (bounds are enforced only on
+/// evidence, so an outage never moves a StatefulSet that sits outside them).
+fn hold_without_data(current: u32, no_data: bool, min: u32, max: u32) -> Option<String> {
+    if current == 0 {
+        return Some(
+            "replicas are 0: the StatefulSet is paused; nothing changes until it is scaled up"
+                .into(),
+        );
+    }
+    if !no_data {
+        return None;
+    }
+    Some(if current < min {
+        format!("no usable metrics: holding {current} replicas, below minReplicas {min}")
+    } else if current > max {
+        format!("no usable metrics: holding {current} replicas, above maxReplicas {max}")
+    } else {
+        format!("no usable metrics: holding {current} replicas")
+    })
 }
 
 /// Replicas the forecast asks for, capped while flapping: the held capacity already covers the
