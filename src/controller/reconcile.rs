@@ -38,6 +38,8 @@ const INVALID_RETRY: Duration = Duration::from_secs(300);
 const HEARTBEAT: Duration = Duration::from_secs(300);
 /// How long a `/scale` change may wait for the StatefulSet watch before the store is trusted.
 const PENDING_SCALE: Duration = Duration::from_secs(30);
+/// Requeue after the memory was read again from a status someone else wrote.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything one evaluation needs to carry with it.
 struct Run<'a> {
@@ -79,8 +81,48 @@ fn state_of(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy, now: Timestamp) 
         uid: sp.metadata.uid.clone(),
         current: status::seed(sp.status.as_ref(), now),
         written: sp.status.as_ref().map(status::Written::of),
+        resource_version: sp.metadata.resource_version.clone(),
         ..PolicyState::default()
     })
+}
+
+/// Whether an error says the status this process holds is not the newest (someone else wrote
+/// it: a leader that took over, a person), so memory must be read again before anything else.
+fn is_stale(e: &Error) -> bool {
+    matches!(e, Error::Actuate(actuate::ActuateError::Stale { what }) if what.contains("/status"))
+}
+
+/// Reads the policy afresh and starts its memory over from the status found, after a status
+/// write was refused as stale. The rate-limiter bucket is seeded again from that status too, so
+/// actions another process took count. Nothing is acted on in this evaluation.
+async fn resync(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy) -> Result<Requeue, Error> {
+    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let what = format!("list scalingpolicies/{}", key.name);
+    // A list by name needs no `get` permission beyond what the watch has.
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={}", key.name));
+    let fresh = api
+        .list(&params)
+        .await
+        .map_err(|e| actuate::ActuateError::from_kube(what, e))?
+        .items
+        .into_iter()
+        .find(|p| p.metadata.uid == sp.metadata.uid);
+    let Some(fresh) = fresh else {
+        return Ok(Requeue::await_change());
+    };
+    tracing::info!(policy = %key, "status changed elsewhere: memory read again from it");
+    let state = PolicyState {
+        uid: fresh.metadata.uid.clone(),
+        current: status::seed(fresh.status.as_ref(), Timestamp::now()),
+        written: fresh.status.as_ref().map(status::Written::of),
+        resource_version: fresh.metadata.resource_version.clone(),
+        ..PolicyState::default()
+    };
+    if let Ok(mut states) = ctx.states.lock() {
+        states.insert(key.clone(), state);
+    }
+    ctx.forget_bucket(&key.to_string());
+    Ok(Requeue::requeue(RESYNC_RETRY))
 }
 
 async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
@@ -106,7 +148,10 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
     if let Ok(mut states) = ctx.states.lock() {
         states.insert(run.key.clone(), stored);
     }
-    result
+    match result {
+        Err(e) if is_stale(&e) => resync(ctx, &run.key, sp).await,
+        other => other,
+    }
 }
 
 impl Run<'_> {
@@ -216,11 +261,17 @@ impl Run<'_> {
         if let Some(brokers) = &policy.brokers
             && let Err(e) = self.brokers(&policy, brokers, readings).await
         {
+            if must_stop(&e) {
+                return Err(e);
+            }
             problems.push(e);
         }
         if let Some(bookies) = &policy.bookies
             && let Err(e) = self.bookies(&policy, bookies, readings).await
         {
+            if must_stop(&e) {
+                return Err(e);
+            }
             problems.push(e);
         }
         match &self.rate_limited {
@@ -248,6 +299,12 @@ impl Run<'_> {
         self.write_status().await?;
         Ok(Requeue::requeue(policy.interval))
     }
+}
+
+/// Errors after which nothing more may be done in this evaluation: the status held is stale,
+/// or this process no longer leads.
+fn must_stop(e: &Error) -> bool {
+    is_stale(e) || matches!(e, Error::Actuate(actuate::ActuateError::NotLeader { .. }))
 }
 
 /// A per-policy offset of up to a minute, so heartbeat writes of policies created together spread.
@@ -297,6 +354,9 @@ impl Run<'_> {
     }
 
     async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+        if !self.ctx.leadership.holds() {
+            return;
+        }
         let reference = self.sp.object_ref(&());
         actuate::event(
             &self.ctx.recorder,
@@ -342,8 +402,20 @@ impl Run<'_> {
         if !due && !status::needs_write(self.state.written.as_ref(), &self.status) {
             return Ok(());
         }
+        self.write().await
+    }
+
+    /// Writes the status now, only while leading and only over the version last read or
+    /// written (a stale write fails and the memory is read again, see [`resync`]).
+    async fn write(&mut self) -> Result<(), Error> {
+        let what = format!("patch scalingpolicies/{}/status", self.name);
+        if !self.ctx.leadership.holds() {
+            return Err(actuate::ActuateError::NotLeader { what }.into());
+        }
         let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        actuate::apply_status(&api, &self.name, &self.status).await?;
+        let rv = self.state.resource_version.clone();
+        let new_rv = actuate::apply_status_at(&api, &self.name, &self.status, rv.as_deref()).await?;
+        self.state.resource_version = new_rv;
         self.state.written = Some(status::Written::of(&self.status));
         self.state.written_at = Some(Instant::now());
         Ok(())
@@ -568,9 +640,31 @@ impl Run<'_> {
             self.rate_limited = Some(why);
             ("rate_limited", false)
         } else {
-            match act().await {
+            // Act once: confirm leadership from the Lease, then record the action (decision and
+            // its time) in the status before the call, with a write that fails if anyone else
+            // wrote since. A crash after the call leaves it recorded; a deposed leader or one
+            // holding a stale status changes nothing.
+            let what = format!("{action} {}", decision.target);
+            if !self.ctx.leadership.confirm().await {
+                return Err(actuate::ActuateError::NotLeader { what }.into());
+            }
+            let before = self.status.clone();
+            status::log_decision(&mut self.status, decision, &action, self.now);
+            status::mark_action(&mut self.status, decision, self.now);
+            if let Err(e) = self.write().await {
+                self.status = before;
+                return Err(e);
+            }
+            let outcome = if self.ctx.leadership.holds() {
+                act().await
+            } else {
+                Err(actuate::ActuateError::NotLeader { what })
+            };
+            if outcome.is_err() {
+                self.status = before;
+            }
+            match outcome {
                 Ok(()) => {
-                    status::log_decision(&mut self.status, decision, &action, self.now);
                     let done = match decision.action {
                         Action::ScaleUp => "ScaledUp",
                         Action::ScaleDown => "ScaledDown",

@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Condition, DecisionRecord, ScalingPolicyStatus};
-use crate::decide::Decision;
+use crate::api::{Condition, DecisionRecord, ScalingPolicyStatus, VolumeStatus};
+use crate::decide::{Action, Decision};
 
 /// Decisions kept in the status log.
 pub const DECISION_LOG: usize = 20;
@@ -107,6 +107,42 @@ pub fn log_decision(
     status.decisions.insert(0, record);
     status.decisions.truncate(DECISION_LOG);
     true
+}
+
+/// Records in the status the time of an action about to be carried out, where a restarted
+/// controller reads its cooldown from: the broker scale times or the claim's last expansion.
+pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: Timestamp) {
+    match decision.action {
+        Action::ScaleUp => {
+            status.brokers.get_or_insert_with(Default::default).last_scale_up_time = Some(Time(now))
+        }
+        Action::ScaleDown => {
+            status
+                .brokers
+                .get_or_insert_with(Default::default)
+                .last_scale_down_time = Some(Time(now))
+        }
+        Action::Expand => {
+            let claim = decision.target.strip_prefix("pvc/").unwrap_or(&decision.target);
+            let volumes = &mut status.bookies.get_or_insert_with(Default::default).volumes;
+            match volumes.iter_mut().find(|v| v.claim == claim) {
+                Some(v) => {
+                    v.last_expand_time = Some(Time(now));
+                    v.requested = Some(crate::quantity::format_bytes(decision.to));
+                }
+                None => volumes.push(VolumeStatus {
+                    claim: claim.to_string(),
+                    used_percent: None,
+                    capacity: None,
+                    requested: Some(crate::quantity::format_bytes(decision.to)),
+                    state: "Expanding".into(),
+                    message: None,
+                    last_expand_time: Some(Time(now)),
+                }),
+            }
+        }
+        Action::Hold => {}
+    }
 }
 
 /// Times of actions carried out within the last hour, oldest first, for rate-limit seeding.
@@ -213,7 +249,6 @@ pub fn seed(status: Option<&ScalingPolicyStatus>, now: Timestamp) -> ScalingPoli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Action;
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
