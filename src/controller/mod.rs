@@ -2,6 +2,7 @@
 //! evaluates each every `spec.interval` and as soon as its source's round finds new values, and
 //! runs only while it holds the leader Lease. `docs/design.md` shows how the parts fit.
 
+mod conflict;
 pub mod index;
 pub mod leader;
 mod observe;
@@ -127,6 +128,8 @@ pub struct PolicyState {
     /// The policy's resourceVersion after the last status read or write: the next write must
     /// match it, so a write that missed someone else's is refused instead of erasing it.
     resource_version: Option<String>,
+    /// A change of replicas made elsewhere: when, what `Conflict` says, and for how long.
+    external: Option<(Timestamp, String, Duration)>,
 }
 
 /// Shared state of every reconcile.

@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::index::PolicyKey;
+use super::conflict;
 use super::status::{self, kind};
 use super::{Context, Error, PolicyState};
 use crate::actuate;
@@ -53,6 +54,8 @@ struct Run<'a> {
     status: ScalingPolicyStatus,
     state: PolicyState,
     rate_limited: Option<String>,
+    /// Someone else manages a target: `(reason, message)`; nothing is acted on.
+    conflict: Option<(&'static str, String)>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -141,6 +144,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         state,
         key,
         rate_limited: None,
+        conflict: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -274,6 +278,7 @@ impl Run<'_> {
             }
             problems.push(e);
         }
+        self.conflict_condition().await;
         match &self.rate_limited {
             Some(why) => self.condition(kind::RATE_LIMITED, true, "ActionDropped", &why.clone()),
             None => self.condition(
@@ -392,6 +397,99 @@ impl Run<'_> {
         }
     }
 
+    /// Sets `Conflict` from what this evaluation found (a change of replicas made elsewhere
+    /// keeps it set for the policy's longer cooldown), with one Event when it starts.
+    async fn conflict_condition(&mut self) {
+        if self.conflict.is_none()
+            && let Some((at, message, lasts)) = &self.state.external
+        {
+            if crate::decide::elapsed(self.now, *at) < *lasts {
+                self.conflict = Some((conflict::reason::REPLICAS_CHANGED, message.clone()));
+            } else {
+                self.state.external = None;
+            }
+        }
+        let was = status::is_true(&self.status, kind::CONFLICT);
+        match self.conflict.clone() {
+            Some((reason, message)) => {
+                self.condition(kind::CONFLICT, true, reason, &message);
+                if !was {
+                    self.event(true, "Conflict", "Evaluate", message).await;
+                }
+            }
+            None => self.condition(
+                kind::CONFLICT,
+                false,
+                conflict::reason::NONE,
+                "nothing else manages the targets",
+            ),
+        }
+    }
+
+    /// Whether another policy or an HPA manages the broker StatefulSet; sets `self.conflict`.
+    /// HPAs are listed only when an action is wanted (one list per wanted action).
+    async fn broker_conflict(&mut self, stateful_set: &str, acting: bool) -> Result<bool, Error> {
+        let rivals = self
+            .ctx
+            .index
+            .read()
+            .map(|i| i.rivals(&self.key, stateful_set, true))
+            .unwrap_or_default();
+        if !rivals.is_empty() {
+            let names: Vec<String> = rivals.iter().map(|k| k.name.clone()).collect();
+            self.conflict = Some((
+                conflict::reason::ANOTHER_POLICY,
+                format!(
+                    "policies {} also scale statefulset/{stateful_set}: none of them acts until \
+                     only one is left (delete or suspend the others)",
+                    names.join(", ")
+                ),
+            ));
+            return Ok(true);
+        }
+        if !acting {
+            return Ok(false);
+        }
+        let hpas = conflict::hpas_on(&self.ctx.client, &self.namespace, stateful_set).await?;
+        if !hpas.is_empty() {
+            self.conflict = Some((
+                conflict::reason::HPA,
+                format!(
+                    "HorizontalPodAutoscaler {} scales statefulset/{stateful_set}: the policy \
+                     does not act while it exists",
+                    hpas.join(", ")
+                ),
+            ));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Notes a change of replicas made elsewhere: counted as a change for the cooldowns (so
+    /// the policy does not undo it at once) and shown as `Conflict` for the longer cooldown.
+    fn replicas_changed_elsewhere(
+        &mut self,
+        brokers: &policy::BrokerPolicy,
+        memory: &mut BrokerMemory,
+        (before, now): (u32, u32),
+    ) {
+        let direction = if now > before {
+            Action::ScaleUp
+        } else {
+            Action::ScaleDown
+        };
+        memory.note_action(direction, self.now);
+        let lasts = brokers.scale_up.cooldown.max(brokers.scale_down.cooldown);
+        let message = format!(
+            "replicas of statefulset/{} changed from {before} to {now} by someone else (a \
+             person, an HPA or another controller): the policy waits {} before acting",
+            brokers.stateful_set,
+            crate::decide::units::duration(lasts)
+        );
+        self.conflict = Some((conflict::reason::REPLICAS_CHANGED, message.clone()));
+        self.state.external = Some((self.now, message, lasts));
+    }
+
     /// Writes the status when a person or a restart would see a difference, or when the last
     /// write is older than the heartbeat.
     async fn write_status(&mut self) -> Result<(), Error> {
@@ -452,7 +550,16 @@ impl Run<'_> {
         let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let current = self.replicas(&api, &brokers.stateful_set).await?;
         let previous = self.status.brokers.clone().unwrap_or_default();
-        let memory = BrokerMemory::from_status(&previous);
+        let mut memory = BrokerMemory::from_status(&previous);
+        let last_seen = self
+            .status
+            .brokers
+            .as_ref()
+            .map(|b| b.current_replicas.max(0) as u32);
+        let own = self.state.pending_scale.is_some();
+        if let Some(change) = conflict::changed_elsewhere(last_seen, current, own) {
+            self.replicas_changed_elsewhere(brokers, &mut memory, change);
+        }
         let mut samples = readings.broker_samples();
         samples.resize(brokers.metrics.len(), None);
         let flags = Flags {
@@ -485,12 +592,28 @@ impl Run<'_> {
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
         let decision = &outcome.decision;
-        if decision.is_change() {
+        let stateful_set = brokers.stateful_set.clone();
+        let conflicted = self
+            .broker_conflict(&stateful_set, decision.mutates())
+            .await?;
+        // Read replicas fresh before acting; the patch applies only to what was read.
+        let mut fresh = None;
+        if decision.mutates() && !conflicted {
+            let (now, rv) = actuate::scale_of(&api, &stateful_set).await?;
+            if now == current {
+                fresh = Some(rv);
+            } else {
+                self.replicas_changed_elsewhere(brokers, &mut memory, (current, now));
+                replicas_now = now;
+            }
+        }
+        // Dry-run decisions are recorded without a fresh read; they change nothing.
+        if decision.is_change() && !conflicted && (decision.dry_run || fresh.is_some()) {
+            let rv = fresh.unwrap_or_default();
             let verdict = guard::check_brokers(brokers, decision);
-            let stateful_set = brokers.stateful_set.clone();
             let carried = self
                 .carry_out(policy, decision, verdict, || async {
-                    actuate::scale(&api, &stateful_set, decision.to as u32).await
+                    actuate::scale_at(&api, &stateful_set, decision.to as u32, &rv).await
                 })
                 .await?;
             if carried {
@@ -787,6 +910,24 @@ impl Run<'_> {
             dry_run: policy.dry_run,
             suspend: false,
         };
+        let rivals = self
+            .ctx
+            .index
+            .read()
+            .map(|i| i.rivals(&self.key, &bookies.stateful_set, false))
+            .unwrap_or_default();
+        if !rivals.is_empty() {
+            let names: Vec<String> = rivals.iter().map(|k| k.name.clone()).collect();
+            self.conflict = Some((
+                conflict::reason::ANOTHER_POLICY,
+                format!(
+                    "policies {} also grow the claims of statefulset/{}: none of them acts \
+                     until only one is left (delete or suspend the others)",
+                    names.join(", "),
+                    bookies.stateful_set
+                ),
+            ));
+        }
         let mut volumes = Vec::new();
         let mut failures = Vec::new();
         for claim in claims {
@@ -809,7 +950,7 @@ impl Run<'_> {
             }
             let mut state_text = outcome.state.as_str();
             let mut last_expand = state.last_expand;
-            if outcome.decision.is_change() {
+            if outcome.decision.is_change() && rivals.is_empty() {
                 let verdict = guard::check_claim(bookies, &outcome.decision);
                 let name = state.name.clone();
                 let to = outcome.decision.to;
@@ -827,6 +968,7 @@ impl Run<'_> {
                         state_text = "Held";
                         message.push_str(" (not carried out: see the decision log)");
                     }
+                    Err(e) if must_stop(&e) => return Err(e),
                     Err(e) => {
                         state_text = "Held";
                         message.push_str(&format!(" (failed: {e})"));

@@ -28,6 +28,8 @@ pub mod kind {
     pub const INVALID: &str = "Invalid";
     /// The metrics source's certificate is not checked (`tls.insecureSkipVerify`).
     pub const INSECURE_TLS: &str = "InsecureTLS";
+    /// Another policy, an HPA or someone else manages a target; the policy does not act.
+    pub const CONFLICT: &str = "Conflict";
 }
 
 /// Longest condition message or decision reason stored; the status stays small and a source's
@@ -113,14 +115,16 @@ pub fn log_decision(
 /// controller reads its cooldown from: the broker scale times or the claim's last expansion.
 pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: Timestamp) {
     match decision.action {
-        Action::ScaleUp => {
-            status.brokers.get_or_insert_with(Default::default).last_scale_up_time = Some(Time(now))
-        }
-        Action::ScaleDown => {
-            status
-                .brokers
-                .get_or_insert_with(Default::default)
-                .last_scale_down_time = Some(Time(now))
+        Action::ScaleUp | Action::ScaleDown => {
+            let b = status.brokers.get_or_insert_with(Default::default);
+            if decision.action == Action::ScaleUp {
+                b.last_scale_up_time = Some(Time(now));
+            } else {
+                b.last_scale_down_time = Some(Time(now));
+            }
+            // What a restarted controller compares with the StatefulSet: its own change is
+            // not someone else's.
+            b.current_replicas = decision.to as i32;
         }
         Action::Expand => {
             let claim = decision.target.strip_prefix("pvc/").unwrap_or(&decision.target);
