@@ -184,6 +184,7 @@ proptest! {
             usage: Some(Sample::new(used, at(20_000))),
             bound,
             resize_in_progress: resizing.then(|| "Resizing".to_string()),
+            resize_infeasible: None,
             expandable,
             last_expand: last.map(at),
         };

@@ -534,22 +534,34 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         let mut watch_leading = leading.clone();
         let mut watch_stop = stop_rx.clone();
         let renewals = leadership.clone();
+        let shown = metrics.clone();
         let watcher = tokio::spawn(async move {
             tokio::select! {
                 _ = watch_leading.wait_for(|l| !*l) => {},
                 _ = watch_stop.wait_for(|s| *s) => {},
                 _ = lapsed(&renewals) => {},
             }
+            shown.leader.set(0);
             let _ = lost_tx.send(true);
         });
-        control(
+        let mut stopping = lost_rx.clone();
+        let controlling = control(
             client.clone(),
             &settings,
             metrics.clone(),
             leadership.clone(),
             lost_rx,
-        )
-        .await;
+        );
+        // Reconciles stuck on an unreachable API server must not keep the old term alive:
+        // they change nothing (leadership is checked before every mutating call), and after a
+        // grace period they are dropped.
+        tokio::select! {
+            _ = controlling => {},
+            _ = async {
+                let _ = stopping.wait_for(|l| *l).await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => tracing::warn!("reconciles did not finish after the lease was lost: dropped"),
+        }
         watcher.abort();
         metrics.leader.set(0);
         if *stop_rx.borrow() {
@@ -568,6 +580,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// How long reconciles may take to finish once leadership is lost.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a leader re-reads the Lease to prove it still leads.
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);

@@ -976,12 +976,15 @@ impl Run<'_> {
                     }
                 }
             }
-            let blocked = matches!(outcome.state, VolumeState::Blocked | VolumeState::AtMaxSize);
+            let blocked = matches!(
+                outcome.state,
+                VolumeState::Blocked | VolumeState::AtMaxSize | VolumeState::ResizeInfeasible
+            );
             if blocked && before.map(|v| v.state.as_str()) != Some(state_text) {
-                let reason = if outcome.state == VolumeState::AtMaxSize {
-                    "ClaimAtMaxSize"
-                } else {
-                    "ExpansionBlocked"
+                let reason = match outcome.state {
+                    VolumeState::AtMaxSize => "ClaimAtMaxSize",
+                    VolumeState::ResizeInfeasible => "ResizeInfeasible",
+                    _ => "ExpansionBlocked",
                 };
                 self.event(true, reason, "Expand", format!("{}: {message}", state.name))
                     .await;
