@@ -112,7 +112,10 @@ pub async fn scale_of(api: &Api<StatefulSet>, name: &str) -> Result<(u32, String
         .await
         .map_err(|e| ActuateError::from_kube(&what, e))?;
     let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
-    Ok((replicas, scale.metadata.resource_version.unwrap_or_default()))
+    Ok((
+        replicas,
+        scale.metadata.resource_version.unwrap_or_default(),
+    ))
 }
 
 /// Sets `spec.replicas` through `/scale` only if the StatefulSet is still at `resource_version`

@@ -491,7 +491,10 @@ fn no_usable_metric_holds_even_outside_the_bounds() {
         assert!(matches!(out.availability, Availability::Unavailable(_)));
         let reason = out.decision.reason();
         assert!(reason.contains("no usable metrics: holding"), "{reason}");
-        assert!(out.limited.is_some(), "outside the bounds is shown as limited");
+        assert!(
+            out.limited.is_some(),
+            "outside the bounds is shown as limited"
+        );
     }
 }
 
@@ -508,7 +511,11 @@ fn replicas_at_zero_are_a_pause_not_a_target() {
         at(0),
     );
     assert_eq!((out.decision.action, out.decision.to), (Action::Hold, 0));
-    assert!(out.decision.reason().contains("paused"), "{:?}", out.decision);
+    assert!(
+        out.decision.reason().contains("paused"),
+        "{:?}",
+        out.decision
+    );
 }
 
 #[test]
@@ -761,7 +768,8 @@ fn claim_growth_starts_from_the_capacity_when_it_is_larger() {
 #[test]
 fn an_infeasible_resize_stops_growth_and_says_so() {
     let mut c = claim(100 * GI, Some(95.0));
-    c.resize_infeasible = Some("allocatedResourceStatuses.storage is ControllerResizeInfeasible".into());
+    c.resize_infeasible =
+        Some("allocatedResourceStatuses.storage is ControllerResizeInfeasible".into());
     let out = decide_claim(&bookies(), Flags::default(), STALE, &c, at(0));
     assert_eq!(out.decision.action, Action::Hold);
     assert_eq!(out.state, VolumeState::ResizeInfeasible);
@@ -776,7 +784,11 @@ fn a_usage_sample_older_than_the_last_expansion_never_grows_again() {
     c.last_expand = Some(at(0));
     let out = decide_claim(&p, Flags::default(), STALE, &c, at(60));
     assert_eq!(out.decision.action, Action::Hold, "{:?}", out.decision);
-    assert!(out.decision.reason().contains("predates the last expansion"));
+    assert!(
+        out.decision
+            .reason()
+            .contains("predates the last expansion")
+    );
     // A sample taken after the expansion is used.
     c.usage = Some(Sample::new(90.0, at(30)));
     let out = decide_claim(&p, Flags::default(), STALE, &c, at(60));

@@ -181,9 +181,15 @@ async fn a_kill_between_action_and_answer_leaves_the_action_recorded_and_not_rep
     // evaluating a load that wants 6 brokers: nothing more inside the 40 s cooldown.
     let b = p.controller("b");
     wait_leads(&b, "b", 1.0).await;
-    let deadline = acted_at.checked_add(jiff::SignedDuration::from_secs(36)).unwrap();
+    let deadline = acted_at
+        .checked_add(jiff::SignedDuration::from_secs(36))
+        .unwrap();
     while Timestamp::now() < deadline {
-        assert_eq!(p.replicas().await, 4, "a second scale-up inside the cooldown");
+        assert_eq!(
+            p.replicas().await,
+            4,
+            "a second scale-up inside the cooldown"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let log = decisions(&p.policy("brokers").await);
@@ -212,7 +218,11 @@ async fn a_kill_while_the_record_is_in_flight_changes_nothing() {
     p.create_policy("brokers", SLOW_UP).await;
     wait_condition(&p, "brokers", "MetricsAvailable", "True").await;
     // The next status write (the record of the scale-up) is held before the API server sees it.
-    proxy.add(Rule::new("PATCH", "/scalingpolicies/brokers/status", Fault::HoldRequest));
+    proxy.add(Rule::new(
+        "PATCH",
+        "/scalingpolicies/brokers/status",
+        Fault::HoldRequest,
+    ));
     p.set_load(2.0).await;
     eventually("the status write is held", 480, || async {
         if proxy.held() >= 1 {
@@ -223,7 +233,11 @@ async fn a_kill_while_the_record_is_in_flight_changes_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(p.replicas().await, 3, "acted before the action was recorded");
+    assert_eq!(
+        p.replicas().await,
+        3,
+        "acted before the action was recorded"
+    );
     assert_eq!(proxy.count("PATCH", SCALE, "pass"), 0);
     a.kill();
     proxy.clear();
@@ -234,7 +248,11 @@ async fn a_kill_while_the_record_is_in_flight_changes_nothing() {
     wait_replicas(&p, 4).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let log = decisions(&p.policy("brokers").await);
-    assert_eq!(count(&log, "ScaleUp"), 1, "one scale-up, recorded: {log:#?}");
+    assert_eq!(
+        count(&log, "ScaleUp"),
+        1,
+        "one scale-up, recorded: {log:#?}"
+    );
     assert_eq!(p.replicas().await, 4);
 }
 
@@ -327,19 +345,30 @@ async fn partial_answers_and_warnings_never_scale_down() {
     assert_eq!(p.replicas().await, 3);
 
     // VictoriaMetrics: a vmstorage node is missing, the sum looks like half the load.
-    vm_proxy.add(Rule::new("", "/api/v1/query", Fault::Rewrite(Arc::new(partial))));
+    vm_proxy.add(Rule::new(
+        "",
+        "/api/v1/query",
+        Fault::Rewrite(Arc::new(partial)),
+    ));
     p.set_load(0.5).await;
     let (_, message) = wait_condition(&p, "brokers", "MetricsAvailable", "False").await;
     assert!(message.contains("partial"), "{message}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(p.replicas().await, 3, "scaled down on a partial answer");
-    assert_eq!(count(&decisions(&p.policy("brokers").await), "ScaleDown"), 0);
+    assert_eq!(
+        count(&decisions(&p.policy("brokers").await), "ScaleDown"),
+        0
+    );
     // Whole answers again: the same load scales down, so the hold was the fault's doing.
     vm_proxy.clear();
     wait_replicas(&p, 2).await;
 
     // Prometheus with warnings.
-    prom_proxy.add(Rule::new("", "/api/v1/query", Fault::Rewrite(Arc::new(warned))));
+    prom_proxy.add(Rule::new(
+        "",
+        "/api/v1/query",
+        Fault::Rewrite(Arc::new(warned)),
+    ));
     p.patch_policy(
         "brokers",
         json!({"spec": {"metricsSource": {"type": "Prometheus", "url": prom_proxy.url}}}),
@@ -355,18 +384,28 @@ async fn partial_answers_and_warnings_never_scale_down() {
     .await;
     assert!(message.contains("warnings"), "{message}");
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(p.replicas().await, 2, "scaled down on an answer with warnings");
+    assert_eq!(
+        p.replicas().await,
+        2,
+        "scaled down on an answer with warnings"
+    );
     prom_proxy.clear();
     wait_replicas(&p, 1).await;
     let downs = count(&decisions(&p.policy("brokers").await), "ScaleDown");
-    assert_eq!(downs, 2, "3 → 2 → 1, each only once whole answers came back");
+    assert_eq!(
+        downs, 2,
+        "3 → 2 → 1, each only once whole answers came back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
     let p = Pulsar::start(Shape::default()).await;
     let _c = p.controller("a");
-    let spec = QUICK.replace("cooldown: 2s, maxStep: {replicas: 1}", "cooldown: 20s, maxStep: {replicas: 1}");
+    let spec = QUICK.replace(
+        "cooldown: 2s, maxStep: {replicas: 1}",
+        "cooldown: 20s, maxStep: {replicas: 1}",
+    );
     p.create_policy("main", &spec).await;
     wait_condition(&p, "main", "MetricsAvailable", "True").await;
     let (reason, _) = wait_condition(&p, "main", "Conflict", "False").await;
@@ -389,7 +428,11 @@ async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
     assert!(message.contains("from 3 to 5"), "{message}");
     let changed = Timestamp::now();
     while Timestamp::now().duration_since(changed).as_secs_f64() < 14.0 {
-        assert_eq!(p.replicas().await, 5, "the person's change was undone at once");
+        assert_eq!(
+            p.replicas().await,
+            5,
+            "the person's change was undone at once"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // After the cooldown the policy resumes (load 1 is 3 brokers): one step down.
@@ -404,11 +447,17 @@ async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
     let logged = decisions(&p.policy("main").await).len();
     p.set_load(2.0).await; // wants 6
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(p.replicas().await, 4, "two policies acted on one StatefulSet");
+    assert_eq!(
+        p.replicas().await,
+        4,
+        "two policies acted on one StatefulSet"
+    );
     assert_eq!(decisions(&p.policy("main").await).len(), logged);
     assert!(decisions(&p.policy("rival").await).is_empty());
     let api: Api<ScalingPolicy> = Api::namespaced(p.admin.clone(), NS);
-    api.delete("rival", &Default::default()).await.expect("delete rival");
+    api.delete("rival", &Default::default())
+        .await
+        .expect("delete rival");
     wait_replicas(&p, 6).await;
 
     // An HPA on the same StatefulSet: the policy stands back while it exists.

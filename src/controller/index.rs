@@ -245,9 +245,13 @@ impl Index {
                 };
                 !p.suspend
                     && if brokers {
-                        p.brokers.as_ref().is_some_and(|b| b.stateful_set == stateful_set)
+                        p.brokers
+                            .as_ref()
+                            .is_some_and(|b| b.stateful_set == stateful_set)
                     } else {
-                        p.bookies.as_ref().is_some_and(|b| b.stateful_set == stateful_set)
+                        p.bookies
+                            .as_ref()
+                            .is_some_and(|b| b.stateful_set == stateful_set)
                     }
             })
             .collect()
@@ -304,7 +308,10 @@ mod tests {
         let (ka, kb) = (PolicyKey::of(&a), PolicyKey::of(&b));
         assert_eq!(index.rivals(&ka, "pulsar-broker", true), vec![kb.clone()]);
         assert_eq!(index.rivals(&kb, "pulsar-broker", true), vec![ka.clone()]);
-        assert!(index.rivals(&ka, "pulsar-broker", false).is_empty(), "no bookies");
+        assert!(
+            index.rivals(&ka, "pulsar-broker", false).is_empty(),
+            "no bookies"
+        );
         let suspended = sp("ns", "b", 2, &format!("  suspend: true\n{BROKERS}"));
         index.upsert(&suspended);
         assert!(index.rivals(&ka, "pulsar-broker", true).is_empty());

@@ -106,13 +106,11 @@ fn remaining(
     if spec.holder_identity.as_deref() != Some(identity) {
         return None;
     }
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())?
-        .0;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
     let valid = duration.checked_sub(margin)?;
-    let until = renewed.checked_add(jiff::SignedDuration::try_from(valid).ok()?).ok()?;
+    let until = renewed
+        .checked_add(jiff::SignedDuration::try_from(valid).ok()?)
+        .ok()?;
     let left = now.duration_until(until);
     Duration::try_from(left).ok().filter(|d| !d.is_zero())
 }
@@ -139,8 +137,14 @@ mod tests {
         let (d, m) = (Duration::from_secs(15), Duration::from_secs(2));
         let now = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
         let l = lease("a", 1_800_000_000);
-        assert_eq!(remaining(&l, "a", d, m, now(0)), Some(Duration::from_secs(13)));
-        assert_eq!(remaining(&l, "a", d, m, now(12)), Some(Duration::from_secs(1)));
+        assert_eq!(
+            remaining(&l, "a", d, m, now(0)),
+            Some(Duration::from_secs(13))
+        );
+        assert_eq!(
+            remaining(&l, "a", d, m, now(12)),
+            Some(Duration::from_secs(1))
+        );
         // Renewals failed since: past duration minus margin nothing may be changed, though a
         // standby may take the Lease only at the full duration.
         assert_eq!(remaining(&l, "a", d, m, now(13)), None);

@@ -490,7 +490,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
     if !settings.leader_election {
         metrics.leader.set(1);
-        control(client, &settings, metrics, Arc::new(Leadership::always()), stop_rx).await;
+        control(
+            client,
+            &settings,
+            metrics,
+            Arc::new(Leadership::always()),
+            stop_rx,
+        )
+        .await;
         return Ok(());
     }
     let manager =

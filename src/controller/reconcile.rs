@@ -12,8 +12,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::index::PolicyKey;
 use super::conflict;
+use super::index::PolicyKey;
 use super::status::{self, kind};
 use super::{Context, Error, PolicyState};
 use crate::actuate;
@@ -512,7 +512,8 @@ impl Run<'_> {
         }
         let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let rv = self.state.resource_version.clone();
-        let new_rv = actuate::apply_status_at(&api, &self.name, &self.status, rv.as_deref()).await?;
+        let new_rv =
+            actuate::apply_status_at(&api, &self.name, &self.status, rv.as_deref()).await?;
         self.state.resource_version = new_rv;
         self.state.written = Some(status::Written::of(&self.status));
         self.state.written_at = Some(Instant::now());

@@ -82,8 +82,10 @@ pub fn is_true(status: &ScalingPolicyStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// Appends a decision to the log (newest first, bounded). A dry-run decision identical to the
-/// newest one for its target is not repeated every interval. Returns whether it was added.
+/// Appends a decision to the log (newest first, bounded). A decision not carried out (dry run,
+/// refused, dropped, failed) identical to the newest one for its target is not repeated every
+/// interval: the log keeps the actions, which a restart reads to seed the rate limiter, instead
+/// of scrolling them out with copies of one non-action. Returns whether it was added.
 pub fn log_decision(
     status: &mut ScalingPolicyStatus,
     decision: &Decision,
@@ -99,10 +101,11 @@ pub fn log_decision(
         reason: crate::policy::bounded(&decision.reason(), MESSAGE_MAX),
         dry_run: decision.dry_run,
     };
-    if decision.dry_run
+    let carried = !decision.dry_run && record.action == decision.action.to_string();
+    if !carried
         && let Some(last) = status.decisions.iter().find(|d| d.target == record.target)
         && last.action == record.action
-        && (last.from, last.to, last.dry_run) == (record.from, record.to, true)
+        && (last.from, last.to, last.dry_run) == (record.from, record.to, record.dry_run)
     {
         return false;
     }
@@ -127,7 +130,10 @@ pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: T
             b.current_replicas = decision.to as i32;
         }
         Action::Expand => {
-            let claim = decision.target.strip_prefix("pvc/").unwrap_or(&decision.target);
+            let claim = decision
+                .target
+                .strip_prefix("pvc/")
+                .unwrap_or(&decision.target);
             let volumes = &mut status.bookies.get_or_insert_with(Default::default).volumes;
             match volumes.iter_mut().find(|v| v.claim == claim) {
                 Some(v) => {
@@ -306,6 +312,28 @@ mod tests {
         let mut s = ScalingPolicyStatus::default();
         assert!(log_decision(&mut s, &decision(true), "ScaleUp", at(0)));
         assert!(!log_decision(&mut s, &decision(true), "ScaleUp", at(15)));
+        // A dropped action is logged once while it repeats; an action carried out every time.
+        let mut t = ScalingPolicyStatus::default();
+        assert!(log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(0)
+        ));
+        assert!(!log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(15)
+        ));
+        assert!(log_decision(&mut t, &decision(false), "ScaleUp", at(30)));
+        assert!(log_decision(&mut t, &decision(false), "ScaleUp", at(45)));
+        assert!(log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(60)
+        ));
         for i in 0..30 {
             log_decision(&mut s, &decision(false), "ScaleUp", at(i));
         }

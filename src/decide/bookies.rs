@@ -190,7 +190,9 @@ pub fn decide_claim(
         return hold(
             VolumeState::Resizing,
             Some(used),
-            format!("{over}, but the usage sample predates the last expansion: waiting for a newer one"),
+            format!(
+                "{over}, but the usage sample predates the last expansion: waiting for a newer one"
+            ),
         );
     }
     // Growth starts from what the volume has: a capacity above the request (a provider that

@@ -118,9 +118,9 @@ pub fn preset_value(preset: Preset, series: &[PageSeries]) -> Option<f64> {
             sum(&["pulsar_broker_throughput_in"], false)?
                 + sum(&["pulsar_broker_throughput_out"], false)?,
         ),
-        Preset::MessageRate => Some(
-            sum(&["pulsar_broker_rate_in"], false)? + sum(&["pulsar_broker_rate_out"], false)?,
-        ),
+        Preset::MessageRate => {
+            Some(sum(&["pulsar_broker_rate_in"], false)? + sum(&["pulsar_broker_rate_out"], false)?)
+        }
         Preset::HeapMemory => ratio(
             sum(&["jvm_memory_bytes_used"], true),
             sum(&["jvm_memory_bytes_max"], true),

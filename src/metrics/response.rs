@@ -123,7 +123,10 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
         let detail = if envelope.is_partial {
             "isPartial: true".to_string()
         } else {
-            format!("warnings: {}", query_message(Some(&envelope.warnings.join("; "))))
+            format!(
+                "warnings: {}",
+                query_message(Some(&envelope.warnings.join("; ")))
+            )
         };
         return Err(MetricsError::Partial {
             url: url.to_string(),

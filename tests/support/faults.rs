@@ -195,9 +195,7 @@ fn name(f: Option<&Fault>) -> &'static str {
 fn pick(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
     let mut rules = shared.rules.lock().unwrap();
     let i = rules.iter().position(|r| {
-        (r.method.is_empty() || r.method == method)
-            && path.contains(&r.path)
-            && r.times != Some(0)
+        (r.method.is_empty() || r.method == method) && path.contains(&r.path) && r.times != Some(0)
     })?;
     let rule = &mut rules[i];
     if let Some(n) = rule.times.as_mut() {
