@@ -489,3 +489,73 @@ async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
         .expect("delete hpa");
     wait_replicas(&p, 5).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_latency_and_dropped_watches_never_double_an_action() {
+    let p = Pulsar::start(Shape::default()).await;
+    let (a, proxy) = controller_via(&p, "a").await;
+    wait_leads(&a, "a", 1.0).await;
+    p.create_policy("brokers", SLOW_UP).await;
+    wait_condition(&p, "brokers", "MetricsAvailable", "True").await;
+    // Slow reads, two failed status writes, a 409 on the first /scale patch, 503s on watches.
+    proxy.add(Rule::new(
+        "GET",
+        SCALE,
+        Fault::Delay(Duration::from_secs(2)),
+    ));
+    proxy.add(
+        Rule::new(
+            "PATCH",
+            "/scalingpolicies/brokers/status",
+            Fault::Respond(
+                500,
+                r#"{"kind":"Status","code":500,"message":"etcd timeout"}"#,
+            ),
+        )
+        .times(2),
+    );
+    proxy.add(
+        Rule::new(
+            "PATCH",
+            SCALE,
+            Fault::Respond(409, r#"{"kind":"Status","code":409,"reason":"Conflict","message":"the object has been modified"}"#),
+        )
+        .times(1),
+    );
+    proxy.add(
+        Rule::new(
+            "GET",
+            "watch=true",
+            Fault::Respond(503, r#"{"kind":"Status","code":503}"#),
+        )
+        .times(3),
+    );
+    proxy.cut_streams();
+    p.set_load(2.0).await;
+    wait_replicas(&p, 4).await;
+    let reached = Timestamp::now();
+    // Inside the 40 s cooldown nothing more happens, whatever failed on the way.
+    while Timestamp::now().duration_since(reached).as_secs_f64() < 25.0 {
+        assert_eq!(
+            p.replicas().await,
+            4,
+            "a second scale-up inside the cooldown"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = decisions(&p.policy("brokers").await);
+    assert_eq!(count(&log, "ScaleUp"), 1, "{log:#?}");
+    assert_eq!(proxy.count("PATCH", SCALE, "respond"), 1, "the 409 was met");
+    assert_eq!(
+        proxy.count("PATCH", "/scalingpolicies/brokers/status", "respond"),
+        2
+    );
+    // The refused patch is recorded as failed, the one that worked as the scale-up.
+    assert_eq!(count(&log, "FailedScaleUp"), 1, "{log:#?}");
+    let events = p.events("brokers").await;
+    assert_eq!(
+        events.iter().filter(|e| e.0 == "ScaledUp").count(),
+        1,
+        "{events:?}"
+    );
+}
