@@ -232,18 +232,24 @@ impl Index {
             .unwrap_or_default()
     }
 
-    /// Other valid, unsuspended policies that scale the same broker StatefulSet (`brokers`) or
-    /// grow the claims of the same bookie StatefulSet as `key`: two such policies would fight,
-    /// so neither acts while the other exists.
+    /// Other policies that may act on the same broker StatefulSet (`brokers`) or the claims of
+    /// the same bookie StatefulSet as `key`: valid, admitted, not suspended and not in dry run
+    /// (a dry-run policy beside a live one changes nothing, so it is no rival). Two such
+    /// policies would fight, so neither acts while the other exists.
     pub fn rivals(&self, key: &PolicyKey, stateful_set: &str, brokers: bool) -> Vec<PolicyKey> {
         self.for_statefulset(&key.namespace, stateful_set)
             .into_iter()
             .filter(|k| k != key)
             .filter(|k| {
-                let Some(Ok(p)) = self.entries.get(k).map(|e| e.policy.as_ref()) else {
+                let Some(e) = self.entries.get(k) else {
                     return false;
                 };
-                !p.suspend
+                let Ok(p) = e.policy.as_ref() else {
+                    return false;
+                };
+                e.source.is_some()
+                    && !p.suspend
+                    && !p.dry_run
                     && if brokers {
                         p.brokers
                             .as_ref()
@@ -315,6 +321,12 @@ mod tests {
         let suspended = sp("ns", "b", 2, &format!("  suspend: true\n{BROKERS}"));
         index.upsert(&suspended);
         assert!(index.rivals(&ka, "pulsar-broker", true).is_empty());
+        let shadow = sp("ns", "b", 3, &format!("  dryRun: true\n{BROKERS}"));
+        index.upsert(&shadow);
+        assert!(
+            index.rivals(&ka, "pulsar-broker", true).is_empty(),
+            "dry run"
+        );
     }
 
     #[test]
