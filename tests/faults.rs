@@ -204,6 +204,7 @@ async fn a_kill_between_action_and_answer_leaves_the_action_recorded_and_not_rep
     );
     let gap = ups[1].time.0.duration_since(ups[0].time.0).as_secs_f64();
     assert!(gap >= 40.0, "scale-ups {gap}s apart across the crash");
+    eprintln!("figure: kill after action: second scale-up {gap}s after the first (cooldown 40s)");
     assert!(ups[1].time.0 > killed_at);
     // No Conflict: the new controller recognises the first change as one of its own kind.
     let (reason, _) = wait_condition(&p, "brokers", "Conflict", "False").await;
@@ -299,6 +300,11 @@ async fn a_leader_cut_off_steps_down_and_its_late_writes_change_nothing() {
     );
     let gap = ups[1].time.0.duration_since(ups[0].time.0).as_secs_f64();
     assert!(gap >= 40.0, "scale-ups {gap}s apart across the failover");
+    eprintln!(
+        "figure: cut-off leader stepped down {:.1}s after the cut (lease 6s); {held} requests held \
+         then released; scale-ups {gap}s apart",
+        stepped_down.duration_since(cut_at).as_secs_f64()
+    );
     assert_eq!(p.replicas().await, 5, "a late write moved replicas");
     let events = p.events("brokers").await;
     assert!(
