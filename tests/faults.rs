@@ -276,8 +276,9 @@ async fn a_leader_cut_off_steps_down_and_its_late_writes_change_nothing() {
     proxy.cut_streams();
     // a stops leading on its own (renew deadline), b takes over when the Lease expires.
     wait_leads(&a, "a", 0.0).await;
-    wait_leads(&b, "b", 1.0).await;
     let stepped_down = Timestamp::now();
+    wait_leads(&b, "b", 1.0).await;
+    let took_over = Timestamp::now();
     assert!(
         stepped_down.duration_since(cut_at).as_secs_f64() < 30.0,
         "a kept leading {}s without renewals",
@@ -301,9 +302,10 @@ async fn a_leader_cut_off_steps_down_and_its_late_writes_change_nothing() {
     let gap = ups[1].time.0.duration_since(ups[0].time.0).as_secs_f64();
     assert!(gap >= 40.0, "scale-ups {gap}s apart across the failover");
     eprintln!(
-        "figure: cut-off leader stepped down {:.1}s after the cut (lease 6s); {held} requests held \
-         then released; scale-ups {gap}s apart",
-        stepped_down.duration_since(cut_at).as_secs_f64()
+        "figure: cut-off leader stepped down {:.1}s after the cut, standby led {:.1}s after it \
+         (lease 6s); {held} requests held then released; scale-ups {gap}s apart",
+        stepped_down.duration_since(cut_at).as_secs_f64(),
+        took_over.duration_since(cut_at).as_secs_f64()
     );
     assert_eq!(p.replicas().await, 5, "a late write moved replicas");
     let events = p.events("brokers").await;
