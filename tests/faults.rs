@@ -275,10 +275,27 @@ async fn a_leader_cut_off_steps_down_and_its_late_writes_change_nothing() {
     proxy.add(Rule::new("", "/", Fault::HoldRequest));
     proxy.cut_streams();
     // a stops leading on its own (renew deadline), b takes over when the Lease expires.
-    wait_leads(&a, "a", 0.0).await;
-    let stepped_down = Timestamp::now();
-    wait_leads(&b, "b", 1.0).await;
-    let took_over = Timestamp::now();
+    // Both watched together: a must have stopped before b starts (no two leaders at once).
+    let (mut stepped_down, mut took_over) = (None, None);
+    for _ in 0..600 {
+        let now = Timestamp::now();
+        if stepped_down.is_none() && leads(&a).await == Some(0.0) {
+            stepped_down = Some(now);
+        }
+        if took_over.is_none() && leads(&b).await == Some(1.0) {
+            took_over = Some(now);
+        }
+        if stepped_down.is_some() && took_over.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stepped_down = stepped_down.expect("a never stepped down");
+    let took_over = took_over.expect("b never took over");
+    assert!(
+        stepped_down <= took_over,
+        "b led from {took_over} while a still led until {stepped_down}"
+    );
     assert!(
         stepped_down.duration_since(cut_at).as_secs_f64() < 30.0,
         "a kept leading {}s without renewals",
