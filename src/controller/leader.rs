@@ -75,6 +75,12 @@ impl Leadership {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Leading by the last proof, or else by a fresh read of the Lease (the renewal may have
+    /// landed since the last read).
+    pub async fn holds_or_confirm(&self) -> bool {
+        self.holds() || self.confirm().await
+    }
+
     /// Reads the Lease afresh: leading only if this process holds it and its renewal has not
     /// run out. A read that fails or hangs proves nothing new: the previous proof stands until
     /// its own deadline, never longer.

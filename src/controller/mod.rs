@@ -592,7 +592,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a leader re-reads the Lease to prove it still leads.
-const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+const CONFIRM_EVERY: Duration = Duration::from_millis(500);
 
 /// Resolves once the Lease no longer proves this process the leader (renewals failed or
 /// another holds it).

@@ -359,7 +359,7 @@ impl Run<'_> {
     }
 
     async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
-        if !self.ctx.leadership.holds() {
+        if !self.ctx.leadership.holds_or_confirm().await {
             return;
         }
         let reference = self.sp.object_ref(&());
@@ -507,7 +507,7 @@ impl Run<'_> {
     /// written (a stale write fails and the memory is read again, see [`resync`]).
     async fn write(&mut self) -> Result<(), Error> {
         let what = format!("patch scalingpolicies/{}/status", self.name);
-        if !self.ctx.leadership.holds() {
+        if !self.ctx.leadership.holds_or_confirm().await {
             return Err(actuate::ActuateError::NotLeader { what }.into());
         }
         let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -779,7 +779,7 @@ impl Run<'_> {
                 self.status = before;
                 return Err(e);
             }
-            let outcome = if self.ctx.leadership.holds() {
+            let outcome = if self.ctx.leadership.holds_or_confirm().await {
                 act().await
             } else {
                 Err(actuate::ActuateError::NotLeader { what })
