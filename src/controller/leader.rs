@@ -14,6 +14,8 @@ use kube::api::Api;
 
 /// Longest wait for one read of the Lease; a hung connection must not extend leadership.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest wait for one read, when the last proof is about to run out or has.
+const MIN_READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The Lease this process competes for.
 struct LeaseRef {
@@ -89,7 +91,15 @@ impl Leadership {
             return true;
         };
         let sent = Instant::now();
-        let read = tokio::time::timeout(READ_TIMEOUT, l.api.get(&l.name)).await;
+        // Waiting past the current proof's end would only hide that it ended.
+        let left = self
+            .valid_until
+            .lock()
+            .ok()
+            .and_then(|v| *v)
+            .map_or(READ_TIMEOUT, |until| until.saturating_duration_since(sent));
+        let wait = left.clamp(MIN_READ_TIMEOUT, READ_TIMEOUT);
+        let read = tokio::time::timeout(wait, l.api.get(&l.name)).await;
         if let Ok(Ok(lease)) = read {
             let left = remaining(&lease, &l.identity, l.duration, l.margin, Timestamp::now());
             if let Ok(mut v) = self.valid_until.lock() {

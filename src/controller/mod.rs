@@ -595,10 +595,16 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const CONFIRM_EVERY: Duration = Duration::from_millis(500);
 
 /// Resolves once the Lease no longer proves this process the leader (renewals failed or
-/// another holds it).
+/// another holds it): the deadline is watched every 100 ms, the Lease read every
+/// [`CONFIRM_EVERY`] and whenever the deadline has passed.
 async fn lapsed(leadership: &Leadership) {
+    let mut read_at = std::time::Instant::now();
     loop {
-        tokio::time::sleep(CONFIRM_EVERY).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if leadership.holds() && read_at.elapsed() < CONFIRM_EVERY {
+            continue;
+        }
+        read_at = std::time::Instant::now();
         if !leadership.confirm().await {
             tracing::warn!("the leader Lease was not renewed in time: stepping down");
             return;
