@@ -29,6 +29,18 @@ pub enum ActuateError {
         /// What was attempted.
         what: String,
     },
+    /// The object changed since it was read (HTTP 409): someone else wrote it; read it again.
+    #[error("cannot {what}: the object changed since it was read")]
+    Stale {
+        /// What was attempted.
+        what: String,
+    },
+    /// This process no longer holds the leader Lease, so it changes nothing.
+    #[error("not leading: refused to {what}")]
+    NotLeader {
+        /// What was refused.
+        what: String,
+    },
     /// Any other failure.
     #[error("cannot {what}: {source}")]
     Api {
@@ -50,6 +62,7 @@ impl ActuateError {
                 message: s.message.clone(),
             },
             kube::Error::Api(s) if s.code == 404 => ActuateError::NotFound { what },
+            kube::Error::Api(s) if s.code == 409 => ActuateError::Stale { what },
             source => ActuateError::Api { what, source },
         }
     }
@@ -59,6 +72,8 @@ impl ActuateError {
         match self {
             ActuateError::Forbidden { .. } => "forbidden",
             ActuateError::NotFound { .. } => "not_found",
+            ActuateError::Stale { .. } => "stale",
+            ActuateError::NotLeader { .. } => "not_leader",
             ActuateError::Api { .. } => "api",
         }
     }
@@ -85,6 +100,39 @@ pub async fn replicas(api: &Api<StatefulSet>, name: &str) -> Result<u32, Actuate
 pub async fn scale(api: &Api<StatefulSet>, name: &str, replicas: u32) -> Result<(), ActuateError> {
     let what = format!("patch statefulsets/{name}/scale");
     let patch = json!({"spec": {"replicas": replicas}});
+    api.patch_scale(name, &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ActuateError::from_kube(what, e))?;
+    Ok(())
+}
+
+/// `spec.replicas` and the resourceVersion of a StatefulSet, read fresh through `/scale`.
+pub async fn scale_of(api: &Api<StatefulSet>, name: &str) -> Result<(u32, String), ActuateError> {
+    let what = format!("get statefulsets/{name}/scale");
+    let scale = api
+        .get_scale(name)
+        .await
+        .map_err(|e| ActuateError::from_kube(&what, e))?;
+    let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
+    Ok((
+        replicas,
+        scale.metadata.resource_version.unwrap_or_default(),
+    ))
+}
+
+/// Sets `spec.replicas` through `/scale` only if the StatefulSet is still at `resource_version`
+/// (else [`ActuateError::Stale`]): a change made by someone since the read is never overwritten.
+pub async fn scale_at(
+    api: &Api<StatefulSet>,
+    name: &str,
+    replicas: u32,
+    resource_version: &str,
+) -> Result<(), ActuateError> {
+    let what = format!("patch statefulsets/{name}/scale");
+    let patch = json!({
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {"replicas": replicas},
+    });
     api.patch_scale(name, &params(), &Patch::Merge(&patch))
         .await
         .map_err(|e| ActuateError::from_kube(what, e))?;
@@ -126,6 +174,35 @@ pub async fn apply_status(
     .await
     .map_err(|e| ActuateError::from_kube(what, e))?;
     Ok(())
+}
+
+/// Writes the whole status by server-side apply only if the policy is still at
+/// `resource_version` (else [`ActuateError::Stale`]); returns the new resourceVersion. A writer
+/// that missed someone else's write (a deposed leader, a stale cache) cannot erase it.
+pub async fn apply_status_at(
+    api: &Api<ScalingPolicy>,
+    name: &str,
+    status: &ScalingPolicyStatus,
+    resource_version: Option<&str>,
+) -> Result<Option<String>, ActuateError> {
+    let what = format!("patch scalingpolicies/{name}/status");
+    let mut body = json!({
+        "apiVersion": "pulsar-autoscaler.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = json!({"resourceVersion": rv});
+    }
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| ActuateError::from_kube(what, e))?;
+    Ok(written.metadata.resource_version)
 }
 
 /// Publishes an Event on the policy; failures are logged, never fatal (Events are best effort).

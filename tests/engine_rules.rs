@@ -459,17 +459,63 @@ fn bounds_clamp_and_report_limits() {
         out.limited.as_deref(),
         Some("metrics want 25 brokers, pinned at maxReplicas 20")
     );
-    // Below minReplicas with no data at all: the declared minimum still holds.
+    // Below minReplicas with data: the declared minimum is restored.
     let out = decide_brokers(
         &p,
         Flags::default(),
         STALE,
         1,
-        &[None],
+        &[fresh(10.0 * MI, 0)],
         &BrokerMemory::default(),
         at(0),
     );
     assert_eq!((out.decision.action, out.decision.to), (Action::ScaleUp, 2));
+}
+
+#[test]
+fn no_usable_metric_holds_even_outside_the_bounds() {
+    let p = throughput();
+    // 1 is below minReplicas 2, 25 above maxReplicas 20: without evidence neither moves.
+    for current in [1, 25] {
+        let out = decide_brokers(
+            &p,
+            Flags::default(),
+            STALE,
+            current,
+            &[None],
+            &BrokerMemory::default(),
+            at(0),
+        );
+        assert_eq!(out.decision.action, Action::Hold, "{current}");
+        assert_eq!(out.desired, current);
+        assert!(matches!(out.availability, Availability::Unavailable(_)));
+        let reason = out.decision.reason();
+        assert!(reason.contains("no usable metrics: holding"), "{reason}");
+        assert!(
+            out.limited.is_some(),
+            "outside the bounds is shown as limited"
+        );
+    }
+}
+
+#[test]
+fn replicas_at_zero_are_a_pause_not_a_target() {
+    // A person set replicas to 0; heavy load and minReplicas 2 would otherwise scale up.
+    let out = decide_brokers(
+        &throughput(),
+        Flags::default(),
+        STALE,
+        0,
+        &[fresh(412.0 * MI, 0)],
+        &BrokerMemory::default(),
+        at(0),
+    );
+    assert_eq!((out.decision.action, out.decision.to), (Action::Hold, 0));
+    assert!(
+        out.decision.reason().contains("paused"),
+        "{:?}",
+        out.decision
+    );
 }
 
 #[test]
@@ -531,6 +577,7 @@ fn claim(requested: u64, used_percent: Option<f64>) -> ClaimState {
         usage: used_percent.map(|v| Sample::new(v, at(0))),
         bound: true,
         resize_in_progress: None,
+        resize_infeasible: None,
         expandable: Some(true),
         last_expand: None,
     }
@@ -637,6 +684,7 @@ fn claim_expansion_is_blocked_for_stated_reasons() {
         (
             ClaimState {
                 resize_in_progress: Some("FileSystemResizePending".into()),
+                resize_infeasible: None,
                 ..claim(100 * GI, Some(85.0))
             },
             VolumeState::Resizing,
@@ -703,4 +751,46 @@ fn each_metric_reports_its_load_relative_to_the_target() {
     assert!((ratio(0).unwrap() - 1.5).abs() < 1e-9, "{:?}", ratio(0));
     assert!((ratio(1).unwrap() - 0.8).abs() < 1e-9, "{:?}", ratio(1));
     assert_eq!(ratio(2), None, "no sample, no ratio");
+}
+
+#[test]
+fn claim_growth_starts_from_the_capacity_when_it_is_larger() {
+    // The provider rounded 100Gi up to 110Gi: 20 % of 110Gi is 22Gi → 132Gi, not 120Gi.
+    let mut c = claim(100 * GI, Some(85.0));
+    c.capacity = Some(110 * GI);
+    let out = decide_claim(&bookies(), Flags::default(), STALE, &c, at(0));
+    assert_eq!(
+        (out.decision.action, out.decision.from, out.decision.to),
+        (Action::Expand, 100 * GI, 132 * GI)
+    );
+}
+
+#[test]
+fn an_infeasible_resize_stops_growth_and_says_so() {
+    let mut c = claim(100 * GI, Some(95.0));
+    c.resize_infeasible =
+        Some("allocatedResourceStatuses.storage is ControllerResizeInfeasible".into());
+    let out = decide_claim(&bookies(), Flags::default(), STALE, &c, at(0));
+    assert_eq!(out.decision.action, Action::Hold);
+    assert_eq!(out.state, VolumeState::ResizeInfeasible);
+    assert!(out.decision.reason().contains("ControllerResizeInfeasible"));
+}
+
+#[test]
+fn a_usage_sample_older_than_the_last_expansion_never_grows_again() {
+    let mut p = bookies();
+    p.cooldown = Duration::from_secs(10);
+    let mut c = claim(120 * GI, Some(90.0)); // sampled at 0, still the old fill
+    c.last_expand = Some(at(0));
+    let out = decide_claim(&p, Flags::default(), STALE, &c, at(60));
+    assert_eq!(out.decision.action, Action::Hold, "{:?}", out.decision);
+    assert!(
+        out.decision
+            .reason()
+            .contains("predates the last expansion")
+    );
+    // A sample taken after the expansion is used.
+    c.usage = Some(Sample::new(90.0, at(30)));
+    let out = decide_claim(&p, Flags::default(), STALE, &c, at(60));
+    assert_eq!(out.decision.action, Action::Expand);
 }

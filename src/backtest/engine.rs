@@ -129,6 +129,7 @@ impl PolicyScaler {
             usage: claim.usage,
             bound: true,
             resize_in_progress,
+            resize_infeasible: None,
             expandable: Some(true),
             last_expand: self.last_expand,
         };

@@ -237,6 +237,37 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Other policies that may act on the same broker StatefulSet (`brokers`) or the claims of
+    /// the same bookie StatefulSet as `key`: valid, admitted, not suspended and not in dry run
+    /// (a dry-run policy beside a live one changes nothing, so it is no rival). Two such
+    /// policies would fight, so neither acts while the other exists.
+    pub fn rivals(&self, key: &PolicyKey, stateful_set: &str, brokers: bool) -> Vec<PolicyKey> {
+        self.for_statefulset(&key.namespace, stateful_set)
+            .into_iter()
+            .filter(|k| k != key)
+            .filter(|k| {
+                let Some(e) = self.entries.get(k) else {
+                    return false;
+                };
+                let Ok(p) = e.policy.as_ref() else {
+                    return false;
+                };
+                e.source.is_some()
+                    && !p.suspend
+                    && !p.dry_run
+                    && if brokers {
+                        p.brokers
+                            .as_ref()
+                            .is_some_and(|b| b.stateful_set == stateful_set)
+                    } else {
+                        p.bookies
+                            .as_ref()
+                            .is_some_and(|b| b.stateful_set == stateful_set)
+                    }
+            })
+            .collect()
+    }
+
     /// Policies whose bookie claims include `claim` (`<template>-<statefulset>-<ordinal>`).
     pub fn for_claim(&self, namespace: &str, claim: &str) -> Vec<PolicyKey> {
         let Some((head, _)) = claim.rsplit_once('-') else {
@@ -275,6 +306,33 @@ mod tests {
 
     const BROKERS: &str = "  metricsSource: {type: Prometheus, url: 'http://prom:9090'}\n  brokers: {statefulSet: pulsar-broker, maxReplicas: 5, metrics: [{type: Throughput, targetPerBroker: 50Mi}]}\n";
     const BOTH: &str = "  metricsSource: {type: Prometheus, url: 'http://prom:9090'}\n  brokers: {statefulSet: broker, maxReplicas: 5, metrics: [{type: Throughput, targetPerBroker: 50Mi}]}\n  bookies: {statefulSet: pulsar-bookie, volumeClaimTemplates: [ledgers], maxSize: 1Ti}\n";
+
+    #[test]
+    fn two_policies_on_one_target_are_rivals_until_one_is_suspended() {
+        let mut index = Index::default();
+        let a = sp("ns", "a", 1, BROKERS);
+        let b = sp("ns", "b", 1, BROKERS);
+        let other_ns = sp("ns2", "c", 1, BROKERS);
+        for p in [&a, &b, &other_ns] {
+            index.upsert(p);
+        }
+        let (ka, kb) = (PolicyKey::of(&a), PolicyKey::of(&b));
+        assert_eq!(index.rivals(&ka, "pulsar-broker", true), vec![kb.clone()]);
+        assert_eq!(index.rivals(&kb, "pulsar-broker", true), vec![ka.clone()]);
+        assert!(
+            index.rivals(&ka, "pulsar-broker", false).is_empty(),
+            "no bookies"
+        );
+        let suspended = sp("ns", "b", 2, &format!("  suspend: true\n{BROKERS}"));
+        index.upsert(&suspended);
+        assert!(index.rivals(&ka, "pulsar-broker", true).is_empty());
+        let shadow = sp("ns", "b", 3, &format!("  dryRun: true\n{BROKERS}"));
+        index.upsert(&shadow);
+        assert!(
+            index.rivals(&ka, "pulsar-broker", true).is_empty(),
+            "dry run"
+        );
+    }
 
     #[test]
     fn checks_once_per_generation_and_indexes_by_source_and_target() {

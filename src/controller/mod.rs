@@ -2,7 +2,9 @@
 //! evaluates each every `spec.interval` and as soon as its source's round finds new values, and
 //! runs only while it holds the leader Lease. `docs/design.md` shows how the parts fit.
 
+mod conflict;
 pub mod index;
+pub mod leader;
 mod observe;
 mod rebalance;
 mod reconcile;
@@ -39,6 +41,7 @@ use crate::policy::{self, RateLimit};
 use crate::recorder::Recorder;
 use crate::telemetry::{self, Endpoints, Metrics};
 use index::{Index, PolicyKey, Upsert};
+use leader::Leadership;
 use rounds::Rounds;
 
 /// Reconciles running at once: bounds the requests in flight towards the API server.
@@ -124,6 +127,11 @@ pub struct PolicyState {
     pending_scale: Option<(u32, u32, std::time::Instant)>,
     /// The generation whose series were declared.
     declared: Option<i64>,
+    /// The policy's resourceVersion after the last status read or write: the next write must
+    /// match it, so a write that missed someone else's is refused instead of erasing it.
+    resource_version: Option<String>,
+    /// A change of replicas made elsewhere: when, what `Conflict` says, and for how long.
+    external: Option<(Timestamp, String, Duration)>,
 }
 
 /// Shared state of every reconcile.
@@ -145,6 +153,8 @@ pub struct Context {
     relist: Mutex<Option<HashSet<PolicyKey>>>,
     /// What the operator lets policies do (allowed sources, insecure TLS).
     admission: policy::Admission,
+    /// Checked right before every call that changes the cluster.
+    leadership: Arc<Leadership>,
 }
 
 impl Context {
@@ -195,6 +205,13 @@ impl Context {
         }
     }
 
+    /// Drops a policy's rate-limiter bucket so that it is seeded again from the status.
+    fn forget_bucket(&self, policy: &str) {
+        if let Ok(mut g) = self.guard.lock() {
+            g.forget(policy);
+        }
+    }
+
     /// Everything the controller holds for a deleted policy goes: index entry, memory,
     /// readings, rate-limiter bucket, exported series.
     fn forget(&self, key: &PolicyKey) {
@@ -227,6 +244,7 @@ impl Context {
                 uid: sp.metadata.uid.clone(),
                 current: status::seed(sp.status.as_ref(), Timestamp::now()),
                 written: sp.status.as_ref().map(status::Written::of),
+                resource_version: sp.metadata.resource_version.clone(),
                 ..PolicyState::default()
             },
         );
@@ -335,6 +353,7 @@ async fn control(
     client: Client,
     settings: &Settings,
     metrics: Arc<Metrics>,
+    leadership: Arc<Leadership>,
     shutdown: watch::Receiver<bool>,
 ) {
     let scoped = |c: Client| -> (
@@ -390,6 +409,7 @@ async fn control(
         states: Mutex::new(HashMap::new()),
         relist: Mutex::new(None),
         admission: settings.admission.clone(),
+        leadership,
     });
     let (reader, writer) = reflector::store();
     let for_index = ctx.clone();
@@ -472,7 +492,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
     if !settings.leader_election {
         metrics.leader.set(1);
-        control(client, &settings, metrics, stop_rx).await;
+        control(
+            client,
+            &settings,
+            metrics,
+            Arc::new(Leadership::always()),
+            stop_rx,
+        )
+        .await;
         return Ok(());
     }
     let manager =
@@ -486,6 +513,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             .await
             .map_err(|e| Error::Lease(e.to_string()))?;
     let (mut leading, task) = manager.watch().await;
+    let leadership = Arc::new(Leadership::lease(
+        client.clone(),
+        &settings.lease_namespace,
+        &settings.lease_name,
+        &settings.identity,
+        Duration::from_secs(settings.lease_seconds),
+        Duration::from_secs((settings.lease_seconds / 3).max(1)),
+    ));
     let mut stop = stop_rx.clone();
     loop {
         tracing::info!(identity = %settings.identity, "waiting for the leader lease");
@@ -493,20 +528,49 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = stop.wait_for(|s| *s) => break,
             changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
         }
+        // The manager may still say "leading" after its renewals failed: lead only once the
+        // Lease itself shows a live renewal by this process.
+        if !leadership.confirm().await {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(CONFIRM_EVERY) => continue,
+            }
+        }
         tracing::info!(identity = %settings.identity, "leading");
         metrics.leader.set(1);
         // Stop controlling as soon as the lease is lost or shutdown is asked for.
         let (lost_tx, lost_rx) = watch::channel(false);
         let mut watch_leading = leading.clone();
         let mut watch_stop = stop_rx.clone();
+        let renewals = leadership.clone();
+        let shown = metrics.clone();
         let watcher = tokio::spawn(async move {
             tokio::select! {
                 _ = watch_leading.wait_for(|l| !*l) => {},
                 _ = watch_stop.wait_for(|s| *s) => {},
+                _ = lapsed(&renewals) => {},
             }
+            shown.leader.set(0);
             let _ = lost_tx.send(true);
         });
-        control(client.clone(), &settings, metrics.clone(), lost_rx).await;
+        let mut stopping = lost_rx.clone();
+        let controlling = control(
+            client.clone(),
+            &settings,
+            metrics.clone(),
+            leadership.clone(),
+            lost_rx,
+        );
+        // Reconciles stuck on an unreachable API server must not keep the old term alive:
+        // they change nothing (leadership is checked before every mutating call), and after a
+        // grace period they are dropped.
+        tokio::select! {
+            _ = controlling => {},
+            _ = async {
+                let _ = stopping.wait_for(|l| *l).await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => tracing::warn!("reconciles did not finish after the lease was lost: dropped"),
+        }
         watcher.abort();
         metrics.leader.set(0);
         if *stop_rx.borrow() {
@@ -524,6 +588,30 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         Err(_) => tracing::warn!("releasing the leader lease timed out"),
     }
     Ok(())
+}
+
+/// How long reconciles may take to finish once leadership is lost.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a leader re-reads the Lease to prove it still leads.
+const CONFIRM_EVERY: Duration = Duration::from_millis(500);
+
+/// Resolves once the Lease no longer proves this process the leader (renewals failed or
+/// another holds it): the deadline is watched every 100 ms, the Lease read every
+/// [`CONFIRM_EVERY`] and whenever the deadline has passed.
+async fn lapsed(leadership: &Leadership) {
+    let mut read_at = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if leadership.holds() && read_at.elapsed() < CONFIRM_EVERY {
+            continue;
+        }
+        read_at = std::time::Instant::now();
+        if !leadership.confirm().await {
+            tracing::warn!("the leader Lease was not renewed in time: stepping down");
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

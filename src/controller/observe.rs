@@ -161,11 +161,16 @@ pub fn claim_from(pvc: &PersistentVolumeClaim, class: Result<bool, String>) -> C
             resize = Some(format!("condition {} is True", c.type_));
         }
     }
+    let mut infeasible = None;
     if let Some(state) = status
         .and_then(|s| s.allocated_resource_statuses.as_ref())
         .and_then(|m| m.get("storage"))
     {
-        resize.get_or_insert_with(|| format!("allocatedResourceStatuses.storage is {state}"));
+        if state.ends_with("Infeasible") {
+            infeasible = Some(format!("allocatedResourceStatuses.storage is {state}"));
+        } else {
+            resize.get_or_insert_with(|| format!("allocatedResourceStatuses.storage is {state}"));
+        }
     }
     if let Some(cap) = capacity
         && cap < requested
@@ -190,6 +195,7 @@ pub fn claim_from(pvc: &PersistentVolumeClaim, class: Result<bool, String>) -> C
             usage: None,
             bound,
             resize_in_progress: resize,
+            resize_infeasible: infeasible,
             expandable,
             last_expand: None,
         },

@@ -14,6 +14,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use super::conflict;
 use super::index::PolicyKey;
 use super::status::{self, kind};
 use super::{Context, Error, PolicyState};
@@ -40,6 +41,8 @@ const INVALID_RETRY: Duration = Duration::from_secs(300);
 const HEARTBEAT: Duration = Duration::from_secs(300);
 /// How long a `/scale` change may wait for the StatefulSet watch before the store is trusted.
 const PENDING_SCALE: Duration = Duration::from_secs(30);
+/// Requeue after the memory was read again from a status someone else wrote.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything one evaluation needs to carry with it.
 struct Run<'a> {
@@ -57,6 +60,8 @@ struct Run<'a> {
     not_ready: Vec<(&'static str, String)>,
     /// Evaluate again this soon (a drain or rebalance in progress), rather than after `spec.interval`.
     requeue_soon: Option<Duration>,
+    /// Someone else manages a target: `(reason, message)`; nothing is acted on.
+    conflict: Option<(&'static str, String)>,
 }
 
 /// Reconciles one policy; the requeue follows `spec.interval`.
@@ -85,8 +90,48 @@ fn state_of(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy, now: Timestamp) 
         uid: sp.metadata.uid.clone(),
         current: status::seed(sp.status.as_ref(), now),
         written: sp.status.as_ref().map(status::Written::of),
+        resource_version: sp.metadata.resource_version.clone(),
         ..PolicyState::default()
     })
+}
+
+/// Whether an error says the status this process holds is not the newest (someone else wrote
+/// it: a leader that took over, a person), so memory must be read again before anything else.
+fn is_stale(e: &Error) -> bool {
+    matches!(e, Error::Actuate(actuate::ActuateError::Stale { what }) if what.contains("/status"))
+}
+
+/// Reads the policy afresh and starts its memory over from the status found, after a status
+/// write was refused as stale. The rate-limiter bucket is seeded again from that status too, so
+/// actions another process took count. Nothing is acted on in this evaluation.
+async fn resync(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy) -> Result<Requeue, Error> {
+    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let what = format!("list scalingpolicies/{}", key.name);
+    // A list by name needs no `get` permission beyond what the watch has.
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={}", key.name));
+    let fresh = api
+        .list(&params)
+        .await
+        .map_err(|e| actuate::ActuateError::from_kube(what, e))?
+        .items
+        .into_iter()
+        .find(|p| p.metadata.uid == sp.metadata.uid);
+    let Some(fresh) = fresh else {
+        return Ok(Requeue::await_change());
+    };
+    tracing::info!(policy = %key, "status changed elsewhere: memory read again from it");
+    let state = PolicyState {
+        uid: fresh.metadata.uid.clone(),
+        current: status::seed(fresh.status.as_ref(), Timestamp::now()),
+        written: fresh.status.as_ref().map(status::Written::of),
+        resource_version: fresh.metadata.resource_version.clone(),
+        ..PolicyState::default()
+    };
+    if let Ok(mut states) = ctx.states.lock() {
+        states.insert(key.clone(), state);
+    }
+    ctx.forget_bucket(&key.to_string());
+    Ok(Requeue::requeue(RESYNC_RETRY))
 }
 
 async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
@@ -107,6 +152,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
         rate_limited: None,
         not_ready: Vec::new(),
         requeue_soon: None,
+        conflict: None,
     };
     let result = run.evaluate().await;
     run.state.current = run.status.clone();
@@ -114,7 +160,10 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
     if let Ok(mut states) = ctx.states.lock() {
         states.insert(run.key.clone(), stored);
     }
-    result
+    match result {
+        Err(e) if is_stale(&e) => resync(ctx, &run.key, sp).await,
+        other => other,
+    }
 }
 
 impl Run<'_> {
@@ -229,13 +278,20 @@ impl Run<'_> {
         if let Some(brokers) = &policy.brokers
             && let Err(e) = self.brokers(&policy, brokers, readings).await
         {
+            if must_stop(&e) {
+                return Err(e);
+            }
             problems.push(e);
         }
         if let Some(bookies) = &policy.bookies
             && let Err(e) = self.bookies(&policy, bookies, readings).await
         {
+            if must_stop(&e) {
+                return Err(e);
+            }
             problems.push(e);
         }
+        self.conflict_condition().await;
         match &self.rate_limited {
             Some(why) => self.condition(kind::RATE_LIMITED, true, "ActionDropped", &why.clone()),
             None => self.condition(
@@ -263,6 +319,12 @@ impl Run<'_> {
             .map_or(policy.interval, |soon| soon.min(policy.interval));
         Ok(Requeue::requeue(after))
     }
+}
+
+/// Errors after which nothing more may be done in this evaluation: the status held is stale,
+/// or this process no longer leads.
+fn must_stop(e: &Error) -> bool {
+    is_stale(e) || matches!(e, Error::Actuate(actuate::ActuateError::NotLeader { .. }))
 }
 
 /// A per-policy offset of up to a minute, so heartbeat writes of policies created together spread.
@@ -336,6 +398,9 @@ impl Run<'_> {
     }
 
     async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+        if !self.ctx.leadership.holds_or_confirm().await {
+            return;
+        }
         let reference = self.sp.object_ref(&());
         actuate::event(
             &self.ctx.recorder,
@@ -406,6 +471,99 @@ impl Run<'_> {
         }
     }
 
+    /// Sets `Conflict` from what this evaluation found (a change of replicas made elsewhere
+    /// keeps it set for the policy's longer cooldown), with one Event when it starts.
+    async fn conflict_condition(&mut self) {
+        if self.conflict.is_none()
+            && let Some((at, message, lasts)) = &self.state.external
+        {
+            if crate::decide::elapsed(self.now, *at) < *lasts {
+                self.conflict = Some((conflict::reason::REPLICAS_CHANGED, message.clone()));
+            } else {
+                self.state.external = None;
+            }
+        }
+        let was = status::is_true(&self.status, kind::CONFLICT);
+        match self.conflict.clone() {
+            Some((reason, message)) => {
+                self.condition(kind::CONFLICT, true, reason, &message);
+                if !was {
+                    self.event(true, "Conflict", "Evaluate", message).await;
+                }
+            }
+            None => self.condition(
+                kind::CONFLICT,
+                false,
+                conflict::reason::NONE,
+                "nothing else manages the targets",
+            ),
+        }
+    }
+
+    /// Whether another policy or an HPA manages the broker StatefulSet; sets `self.conflict`.
+    /// HPAs are listed only when an action is wanted (one list per wanted action).
+    async fn broker_conflict(&mut self, stateful_set: &str, acting: bool) -> Result<bool, Error> {
+        let rivals = self
+            .ctx
+            .index
+            .read()
+            .map(|i| i.rivals(&self.key, stateful_set, true))
+            .unwrap_or_default();
+        if !rivals.is_empty() {
+            let names: Vec<String> = rivals.iter().map(|k| k.name.clone()).collect();
+            self.conflict = Some((
+                conflict::reason::ANOTHER_POLICY,
+                format!(
+                    "policies {} also scale statefulset/{stateful_set}: none of them acts until \
+                     only one is left (delete or suspend the others)",
+                    names.join(", ")
+                ),
+            ));
+            return Ok(true);
+        }
+        if !acting {
+            return Ok(false);
+        }
+        let hpas = conflict::hpas_on(&self.ctx.client, &self.namespace, stateful_set).await?;
+        if !hpas.is_empty() {
+            self.conflict = Some((
+                conflict::reason::HPA,
+                format!(
+                    "HorizontalPodAutoscaler {} scales statefulset/{stateful_set}: the policy \
+                     does not act while it exists",
+                    hpas.join(", ")
+                ),
+            ));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Notes a change of replicas made elsewhere: counted as a change for the cooldowns (so
+    /// the policy does not undo it at once) and shown as `Conflict` for the longer cooldown.
+    fn replicas_changed_elsewhere(
+        &mut self,
+        brokers: &policy::BrokerPolicy,
+        memory: &mut BrokerMemory,
+        (before, now): (u32, u32),
+    ) {
+        let direction = if now > before {
+            Action::ScaleUp
+        } else {
+            Action::ScaleDown
+        };
+        memory.note_action(direction, self.now);
+        let lasts = brokers.scale_up.cooldown.max(brokers.scale_down.cooldown);
+        let message = format!(
+            "replicas of statefulset/{} changed from {before} to {now} by someone else (a \
+             person, an HPA or another controller): the policy waits {} before acting",
+            brokers.stateful_set,
+            crate::decide::units::duration(lasts)
+        );
+        self.conflict = Some((conflict::reason::REPLICAS_CHANGED, message.clone()));
+        self.state.external = Some((self.now, message, lasts));
+    }
+
     /// Writes the status when a person or a restart would see a difference, or when the last
     /// write is older than the heartbeat.
     async fn write_status(&mut self) -> Result<(), Error> {
@@ -416,8 +574,21 @@ impl Run<'_> {
         if !due && !status::needs_write(self.state.written.as_ref(), &self.status) {
             return Ok(());
         }
+        self.write().await
+    }
+
+    /// Writes the status now, only while leading and only over the version last read or
+    /// written (a stale write fails and the memory is read again, see [`resync`]).
+    async fn write(&mut self) -> Result<(), Error> {
+        let what = format!("patch scalingpolicies/{}/status", self.name);
+        if !self.ctx.leadership.holds_or_confirm().await {
+            return Err(actuate::ActuateError::NotLeader { what }.into());
+        }
         let api: Api<ScalingPolicy> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        actuate::apply_status(&api, &self.name, &self.status).await?;
+        let rv = self.state.resource_version.clone();
+        let new_rv =
+            actuate::apply_status_at(&api, &self.name, &self.status, rv.as_deref()).await?;
+        self.state.resource_version = new_rv;
         self.state.written = Some(status::Written::of(&self.status));
         self.state.written_at = Some(Instant::now());
         Ok(())
@@ -454,7 +625,16 @@ impl Run<'_> {
         let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let current = self.replicas(&api, &brokers.stateful_set).await?;
         let previous = self.status.brokers.clone().unwrap_or_default();
-        let memory = BrokerMemory::from_status(&previous);
+        let mut memory = BrokerMemory::from_status(&previous);
+        let last_seen = self
+            .status
+            .brokers
+            .as_ref()
+            .map(|b| b.current_replicas.max(0) as u32);
+        let own = self.state.pending_scale.is_some();
+        if let Some(change) = conflict::changed_elsewhere(last_seen, current, own) {
+            self.replicas_changed_elsewhere(brokers, &mut memory, change);
+        }
         let mut samples = readings.broker_samples();
         samples.resize(brokers.metrics.len(), None);
         let flags = Flags {
@@ -496,26 +676,60 @@ impl Run<'_> {
         let mut memory = outcome.memory.clone();
         let mut replicas_now = current;
         let decision = &outcome.decision;
+        let stateful_set = brokers.stateful_set.clone();
+        let conflicted = self
+            .broker_conflict(&stateful_set, decision.mutates())
+            .await?;
+        // Under a conflict nothing moves: a drain is neither started nor continued (one in
+        // progress is cancelled, as when the load comes back).
+        let held;
+        let for_drain = if conflicted {
+            held = Decision::hold(
+                decision.target.clone(),
+                current.into(),
+                "another manager of the StatefulSet: see the Conflict condition",
+                decision.dry_run,
+            );
+            &held
+        } else {
+            decision
+        };
         let drain = self
             .drain_round(
                 policy,
                 brokers,
-                decision,
+                for_drain,
                 current,
                 previous.drain.as_ref(),
                 &api,
             )
             .await?;
+        // Read replicas fresh before acting; the patch applies only to what was read.
+        let mut fresh = None;
+        if decision.mutates() && !conflicted && !drain.handled {
+            let (now, rv) = actuate::scale_of(&api, &stateful_set).await?;
+            if now == current {
+                fresh = Some(rv);
+            } else {
+                self.replicas_changed_elsewhere(brokers, &mut memory, (current, now));
+                replicas_now = now;
+            }
+        }
         if let Some(to) = drain.scaled_to {
             memory.note_action(Action::ScaleDown, self.now);
             replicas_now = to;
             self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
-        } else if decision.is_change() && !drain.handled {
+        } else if decision.is_change()
+            && !drain.handled
+            && !conflicted
+            // Dry-run decisions are recorded without a fresh read; they change nothing.
+            && (decision.dry_run || fresh.is_some())
+        {
+            let rv = fresh.unwrap_or_default();
             let verdict = guard::check_brokers(brokers, decision);
-            let stateful_set = brokers.stateful_set.clone();
             let carried = self
                 .carry_out(policy, decision, verdict, || async {
-                    actuate::scale(&api, &stateful_set, decision.to as u32).await
+                    actuate::scale_at(&api, &stateful_set, decision.to as u32, &rv).await
                 })
                 .await?;
             if carried {
@@ -770,9 +984,31 @@ impl Run<'_> {
             self.rate_limited = Some(why);
             ("rate_limited", false)
         } else {
-            match act().await {
+            // Act once: confirm leadership from the Lease, then record the action (decision and
+            // its time) in the status before the call, with a write that fails if anyone else
+            // wrote since. A crash after the call leaves it recorded; a deposed leader or one
+            // holding a stale status changes nothing.
+            let what = format!("{action} {}", decision.target);
+            if !self.ctx.leadership.confirm().await {
+                return Err(actuate::ActuateError::NotLeader { what }.into());
+            }
+            let before = self.status.clone();
+            status::log_decision(&mut self.status, decision, &action, self.now);
+            status::mark_action(&mut self.status, decision, self.now);
+            if let Err(e) = self.write().await {
+                self.status = before;
+                return Err(e);
+            }
+            let outcome = if self.ctx.leadership.holds_or_confirm().await {
+                act().await
+            } else {
+                Err(actuate::ActuateError::NotLeader { what })
+            };
+            if outcome.is_err() {
+                self.status = before;
+            }
+            match outcome {
                 Ok(()) => {
-                    status::log_decision(&mut self.status, decision, &action, self.now);
                     let done = match decision.action {
                         Action::ScaleUp => "ScaledUp",
                         Action::ScaleDown => "ScaledDown",
@@ -896,6 +1132,24 @@ impl Run<'_> {
             dry_run: policy.dry_run,
             suspend: false,
         };
+        let rivals = self
+            .ctx
+            .index
+            .read()
+            .map(|i| i.rivals(&self.key, &bookies.stateful_set, false))
+            .unwrap_or_default();
+        if !rivals.is_empty() {
+            let names: Vec<String> = rivals.iter().map(|k| k.name.clone()).collect();
+            self.conflict = Some((
+                conflict::reason::ANOTHER_POLICY,
+                format!(
+                    "policies {} also grow the claims of statefulset/{}: none of them acts \
+                     until only one is left (delete or suspend the others)",
+                    names.join(", "),
+                    bookies.stateful_set
+                ),
+            ));
+        }
         let mut volumes = Vec::new();
         let mut failures = Vec::new();
         for claim in claims {
@@ -918,7 +1172,7 @@ impl Run<'_> {
             }
             let mut state_text = outcome.state.as_str();
             let mut last_expand = state.last_expand;
-            if outcome.decision.is_change() {
+            if outcome.decision.is_change() && rivals.is_empty() {
                 let verdict = guard::check_claim(bookies, &outcome.decision);
                 let name = state.name.clone();
                 let to = outcome.decision.to;
@@ -936,6 +1190,7 @@ impl Run<'_> {
                         state_text = "Held";
                         message.push_str(" (not carried out: see the decision log)");
                     }
+                    Err(e) if must_stop(&e) => return Err(e),
                     Err(e) => {
                         state_text = "Held";
                         message.push_str(&format!(" (failed: {e})"));
@@ -943,12 +1198,15 @@ impl Run<'_> {
                     }
                 }
             }
-            let blocked = matches!(outcome.state, VolumeState::Blocked | VolumeState::AtMaxSize);
+            let blocked = matches!(
+                outcome.state,
+                VolumeState::Blocked | VolumeState::AtMaxSize | VolumeState::ResizeInfeasible
+            );
             if blocked && before.map(|v| v.state.as_str()) != Some(state_text) {
-                let reason = if outcome.state == VolumeState::AtMaxSize {
-                    "ClaimAtMaxSize"
-                } else {
-                    "ExpansionBlocked"
+                let reason = match outcome.state {
+                    VolumeState::AtMaxSize => "ClaimAtMaxSize",
+                    VolumeState::ResizeInfeasible => "ResizeInfeasible",
+                    _ => "ExpansionBlocked",
                 };
                 self.event(true, reason, "Expand", format!("{}: {message}", state.name))
                     .await;

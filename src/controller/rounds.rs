@@ -196,6 +196,9 @@ async fn build(
 /// The loop of one source: a round, then sleep until the next tick or a newly joined policy.
 async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
     let mut client: Option<(u64, SourceClient)> = None;
+    // When the query client was built, and whether its last round failed anywhere.
+    let mut built_at = Instant::now();
+    let mut failing = false;
     let mut next = Instant::now() + JOIN_BATCH;
     loop {
         // The controller this round served has stopped (lease lost, shutdown).
@@ -228,7 +231,10 @@ async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
         next = started + period;
         let now = Timestamp::now();
         let (key0, policy0) = &group[0];
-        if client.as_ref().is_none_or(|(v, _)| *v != version) {
+        if client.as_ref().is_none_or(|(v, c)| {
+            *v != version || matches!(c, SourceClient::Query(_)) && stale(built_at, failing)
+        }) {
+            built_at = Instant::now();
             // Secrets or settings may have changed with a spec: build the client anew.
             client = match build(&rounds.client, &key0.namespace, policy0).await {
                 Ok(c) => Some((version, c)),
@@ -274,6 +280,7 @@ async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
         };
         let results: Vec<(PolicyKey, PolicyReadings)> =
             group.iter().map(|(k, _)| k.clone()).zip(results).collect();
+        failing = results.iter().any(|(_, r)| !r.errors.is_empty());
         for (k, r) in &results {
             for kind in &r.error_kinds {
                 count_error(&rounds.metrics, k, kind);
@@ -281,6 +288,18 @@ async fn run(rounds: Arc<Rounds>, source: String, joined: Arc<Notify>) {
         }
         rounds.publish(results, now);
     }
+}
+
+/// Credentials are read again (Secrets listed anew) this often, so a rotated Secret is used
+/// without a restart...
+const CREDENTIALS_TTL: Duration = Duration::from_secs(300);
+/// ...and this soon after a round failed (a 401 after a rotation freezes nothing for long).
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(15);
+
+/// Whether a query client's credentials are due to be read again.
+fn stale(built_at: Instant, failing: bool) -> bool {
+    let age = built_at.elapsed();
+    age >= CREDENTIALS_TTL || failing && age >= CREDENTIALS_RETRY
 }
 
 fn count_error(metrics: &Metrics, key: &PolicyKey, kind: &str) {

@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Condition, DecisionRecord, ScalingPolicyStatus};
-use crate::decide::Decision;
+use crate::api::{Condition, DecisionRecord, ScalingPolicyStatus, VolumeStatus};
+use crate::decide::{Action, Decision};
 
 /// Decisions kept in the status log.
 pub const DECISION_LOG: usize = 20;
@@ -30,6 +30,8 @@ pub mod kind {
     pub const INSECURE_TLS: &str = "InsecureTLS";
     /// The broker recommendation turns too often: flap damping holds capacity.
     pub const FLAPPING: &str = "Flapping";
+    /// Another policy, an HPA or someone else manages a target; the policy does not act.
+    pub const CONFLICT: &str = "Conflict";
 }
 
 /// Longest condition message or decision reason stored; the status stays small and a source's
@@ -82,8 +84,10 @@ pub fn is_true(status: &ScalingPolicyStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// Appends a decision to the log (newest first, bounded). A dry-run decision identical to the
-/// newest one for its target is not repeated every interval. Returns whether it was added.
+/// Appends a decision to the log (newest first, bounded). A decision not carried out (dry run,
+/// refused, dropped, failed) identical to the newest one for its target is not repeated every
+/// interval: the log keeps the actions, which a restart reads to seed the rate limiter, instead
+/// of scrolling them out with copies of one non-action. Returns whether it was added.
 pub fn log_decision(
     status: &mut ScalingPolicyStatus,
     decision: &Decision,
@@ -99,16 +103,58 @@ pub fn log_decision(
         reason: crate::policy::bounded(&decision.reason(), MESSAGE_MAX),
         dry_run: decision.dry_run,
     };
-    if decision.dry_run
+    let carried = !decision.dry_run && record.action == decision.action.to_string();
+    if !carried
         && let Some(last) = status.decisions.iter().find(|d| d.target == record.target)
         && last.action == record.action
-        && (last.from, last.to, last.dry_run) == (record.from, record.to, true)
+        && (last.from, last.to, last.dry_run) == (record.from, record.to, record.dry_run)
     {
         return false;
     }
     status.decisions.insert(0, record);
     status.decisions.truncate(DECISION_LOG);
     true
+}
+
+/// Records in the status the time of an action about to be carried out, where a restarted
+/// controller reads its cooldown from: the broker scale times or the claim's last expansion.
+pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: Timestamp) {
+    match decision.action {
+        Action::ScaleUp | Action::ScaleDown => {
+            let b = status.brokers.get_or_insert_with(Default::default);
+            if decision.action == Action::ScaleUp {
+                b.last_scale_up_time = Some(Time(now));
+            } else {
+                b.last_scale_down_time = Some(Time(now));
+            }
+            // What a restarted controller compares with the StatefulSet: its own change is
+            // not someone else's.
+            b.current_replicas = decision.to as i32;
+        }
+        Action::Expand => {
+            let claim = decision
+                .target
+                .strip_prefix("pvc/")
+                .unwrap_or(&decision.target);
+            let volumes = &mut status.bookies.get_or_insert_with(Default::default).volumes;
+            match volumes.iter_mut().find(|v| v.claim == claim) {
+                Some(v) => {
+                    v.last_expand_time = Some(Time(now));
+                    v.requested = Some(crate::quantity::format_bytes(decision.to));
+                }
+                None => volumes.push(VolumeStatus {
+                    claim: claim.to_string(),
+                    used_percent: None,
+                    capacity: None,
+                    requested: Some(crate::quantity::format_bytes(decision.to)),
+                    state: "Expanding".into(),
+                    message: None,
+                    last_expand_time: Some(Time(now)),
+                }),
+            }
+        }
+        Action::Hold => {}
+    }
 }
 
 /// Times of actions carried out within the last hour, oldest first, for rate-limit seeding.
@@ -287,7 +333,6 @@ pub fn set_flapping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Action;
 
     #[test]
     fn flapping_turns_true_once_and_says_what_is_held() {
@@ -392,6 +437,28 @@ mod tests {
         let mut s = ScalingPolicyStatus::default();
         assert!(log_decision(&mut s, &decision(true), "ScaleUp", at(0)));
         assert!(!log_decision(&mut s, &decision(true), "ScaleUp", at(15)));
+        // A dropped action is logged once while it repeats; an action carried out every time.
+        let mut t = ScalingPolicyStatus::default();
+        assert!(log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(0)
+        ));
+        assert!(!log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(15)
+        ));
+        assert!(log_decision(&mut t, &decision(false), "ScaleUp", at(30)));
+        assert!(log_decision(&mut t, &decision(false), "ScaleUp", at(45)));
+        assert!(log_decision(
+            &mut t,
+            &decision(false),
+            "DroppedScaleUp",
+            at(60)
+        ));
         for i in 0..30 {
             log_decision(&mut s, &decision(false), "ScaleUp", at(i));
         }

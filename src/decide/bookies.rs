@@ -28,6 +28,9 @@ pub struct ClaimState {
     /// Why a resize is still in progress, if one is (Resizing, FileSystemResizePending,
     /// or capacity behind the request).
     pub resize_in_progress: Option<String>,
+    /// Why the last resize cannot complete (`ControllerResizeInfeasible`,
+    /// `NodeResizeInfeasible`): a person must act; growing again would only fail again.
+    pub resize_infeasible: Option<String>,
     /// The StorageClass's `allowVolumeExpansion`; `None` when it could not be read.
     pub expandable: Option<bool>,
     /// Last expansion carried out.
@@ -49,6 +52,8 @@ pub enum VolumeState {
     AtMaxSize,
     /// Over the threshold and cannot be expanded (not Bound, StorageClass forbids it).
     Blocked,
+    /// The storage system refused the last resize; nothing grows until a person fixes it.
+    ResizeInfeasible,
     /// No usable usage data.
     MetricsMissing,
     /// Not evaluated.
@@ -65,6 +70,7 @@ impl VolumeState {
             VolumeState::CoolingDown => "CoolingDown",
             VolumeState::AtMaxSize => "AtMaxSize",
             VolumeState::Blocked => "Blocked",
+            VolumeState::ResizeInfeasible => "ResizeInfeasible",
             VolumeState::MetricsMissing => "MetricsMissing",
             VolumeState::Suspended => "Suspended",
         }
@@ -101,6 +107,16 @@ pub fn decide_claim(
             VolumeState::Suspended,
             None,
             "suspended: spec.suspend is true".into(),
+        );
+    }
+    if let Some(why) = &claim.resize_infeasible {
+        return hold(
+            VolumeState::ResizeInfeasible,
+            claim.usage.map(|s| s.value.min(100.0)),
+            format!(
+                "the last resize cannot complete ({why}): fix the cause (quota, volume type, \
+                 driver) or set the request back to the capacity; no further growth until then"
+            ),
         );
     }
     if let Some(problem) = sample_problem(claim.usage.as_ref(), max_staleness, now) {
@@ -162,7 +178,27 @@ pub fn decide_claim(
             );
         }
     }
-    if claim.requested >= policy.max_size {
+    // A sample taken before the last expansion describes the old size: growing on it again
+    // would add a second increment for the same fill. Status times have whole seconds, so the
+    // expansion is read as late as it may have been.
+    if let (Some(last), Some(sample)) = (claim.last_expand, claim.usage)
+        && sample.observed_at
+            <= last
+                .checked_add(jiff::SignedDuration::from_millis(999))
+                .unwrap_or(last)
+    {
+        return hold(
+            VolumeState::Resizing,
+            Some(used),
+            format!(
+                "{over}, but the usage sample predates the last expansion: waiting for a newer one"
+            ),
+        );
+    }
+    // Growth starts from what the volume has: a capacity above the request (a provider that
+    // rounds up, an earlier expansion by hand) is never grown back over.
+    let base = claim.requested.max(claim.capacity.unwrap_or(0));
+    if base >= policy.max_size {
         return hold(
             VolumeState::AtMaxSize,
             Some(used),
@@ -187,7 +223,7 @@ pub fn decide_claim(
             );
         }
     }
-    let to = expanded_size(policy, claim.requested);
+    let to = expanded_size(policy, base);
     let capped = if to == policy.max_size {
         " (capped at maxSize)"
     } else {

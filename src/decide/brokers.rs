@@ -136,6 +136,31 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
     }
     let seen = Evaluated::new(inputs);
     let mut reasons = seen.reasons();
+    let (current, min, max) = (
+        inputs.current,
+        inputs.policy.min_replicas,
+        inputs.policy.max_replicas,
+    );
+    if let Some(why) = hold_without_data(current, seen.usable.is_empty(), min, max) {
+        reasons.push(why.clone());
+        return BrokerOutcome {
+            decision: Decision {
+                target,
+                action: Action::Hold,
+                from: current.into(),
+                to: current.into(),
+                reasons,
+                dry_run: inputs.flags.dry_run,
+            },
+            desired: current,
+            metrics: seen.metrics,
+            availability: seen.availability,
+            limited: (current < min || current > max).then_some(why),
+            memory: inputs.memory.clone(),
+            forecast_driven: false,
+            holding: false,
+        };
+    }
     let mut memory = inputs.memory.clone();
     let (raw, forecast_driven) = recommend(inputs, ahead, &seen, &mut memory, &mut reasons);
     let (recommendation, mut limited) = bound(inputs.policy, inputs.current, raw);
@@ -149,14 +174,7 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         &mut reasons,
     );
     let to = limit_step(inputs, desired, &mut reasons, &mut limited);
-    let decision = apply_cooldowns(
-        inputs,
-        target,
-        to,
-        seen.usable.is_empty(),
-        reasons,
-        &mut limited,
-    );
+    let decision = apply_cooldowns(inputs, target, to, reasons, &mut limited);
     BrokerOutcome {
         forecast_driven: forecast_driven && decision.action == Action::ScaleUp,
         holding,
@@ -469,7 +487,6 @@ fn apply_cooldowns(
     inputs: &BrokerInputs<'_>,
     target: String,
     to: u32,
-    none_usable: bool,
     mut reasons: Vec<String>,
     limited: &mut Option<String>,
 ) -> Decision {
@@ -498,9 +515,6 @@ fn apply_cooldowns(
         limited.get_or_insert(why);
         (Action::Hold, current)
     } else {
-        if action == Action::Hold && none_usable {
-            reasons.push(format!("no usable metrics: holding {current} replicas"));
-        }
         (action, to)
     };
     Decision {
@@ -511,6 +525,28 @@ fn apply_cooldowns(
         reasons,
         dry_run: flags.dry_run,
     }
+}
+
+/// Why nothing may change whatever the bounds say: replicas at 0 are a cluster someone paused,
+/// and with no usable metric the promise is that replicas hold (bounds are enforced only on
+/// evidence, so an outage never moves a StatefulSet that sits outside them).
+fn hold_without_data(current: u32, no_data: bool, min: u32, max: u32) -> Option<String> {
+    if current == 0 {
+        return Some(
+            "replicas are 0: the StatefulSet is paused; nothing changes until it is scaled up"
+                .into(),
+        );
+    }
+    if !no_data {
+        return None;
+    }
+    Some(if current < min {
+        format!("no usable metrics: holding {current} replicas, below minReplicas {min}")
+    } else if current > max {
+        format!("no usable metrics: holding {current} replicas, above maxReplicas {max}")
+    } else {
+        format!("no usable metrics: holding {current} replicas")
+    })
 }
 
 /// Replicas the forecast asks for, capped while flapping: the flap level already keeps the swings

@@ -186,10 +186,15 @@ impl BrokerMemory {
         }
     }
 
-    /// Reads the memory back from a status. Status times have whole seconds; each is read as the
-    /// latest instant it may stand for, so a window or cooldown never ends early after a restart.
+    /// Reads the memory back from a status. Status times read from the API server have whole
+    /// seconds; each is read as the latest instant it may stand for, so a window or cooldown
+    /// never ends early after a restart. A time with a fraction comes from the in-process copy
+    /// and is exact: moving it too would push it later at every evaluation.
     pub fn from_status(status: &BrokerStatus) -> Self {
         let late = |t: Timestamp| {
+            if t.subsec_nanosecond() != 0 {
+                return t;
+            }
             t.checked_add(jiff::SignedDuration::from_millis(999))
                 .unwrap_or(t)
         };
@@ -478,5 +483,20 @@ mod tests {
         );
         assert_eq!(read.last_scale_up, Some(late(at(15))));
         assert_eq!(read.last_scale_down, None);
+    }
+
+    #[test]
+    fn the_in_process_status_is_read_back_exactly_every_evaluation() {
+        // Times with a fraction never went through the API server: an evaluation every 2 s
+        // must not push the last action later each time (a 40 s cooldown lasting 80 s).
+        let acted = at(15) + jiff::SignedDuration::from_millis(250);
+        let mut m = BrokerMemory::default();
+        m.note_action(Action::ScaleUp, acted);
+        for _ in 0..10 {
+            let mut status = BrokerStatus::default();
+            m.write_status(&mut status);
+            m = BrokerMemory::from_status(&status);
+        }
+        assert_eq!(m.last_scale_up, Some(acted));
     }
 }

@@ -61,6 +61,16 @@ pub enum MetricsError {
         /// The body described in our words ([`snippet`]), never quoted.
         snippet: String,
     },
+    /// The server answered, but said the answer may be incomplete: VictoriaMetrics'
+    /// `isPartial` (a vmstorage node did not answer) or Prometheus' `warnings`. Such an answer
+    /// is not used: a sum missing some brokers looks like low load.
+    #[error("{url} answered with partial data ({detail}); not used")]
+    Partial {
+        /// Where the request went.
+        url: String,
+        /// What the server said, bounded.
+        detail: String,
+    },
     /// A settings problem found before any request (bad URL, header, CA bundle).
     #[error("metrics source settings: {0}")]
     Config(String),
@@ -97,6 +107,7 @@ impl MetricsError {
             MetricsError::Query { .. } => "query",
             MetricsError::Http { .. } => "http_status",
             MetricsError::Decode { .. } => "decode",
+            MetricsError::Partial { .. } => "partial",
             MetricsError::Config(_) => "config",
             MetricsError::Secret { .. } => "secret",
             MetricsError::Kubelet { .. } => "kubelet",

@@ -112,14 +112,15 @@ pub fn preset_value(preset: Preset, series: &[PageSeries]) -> Option<f64> {
             .reduce(f64::max)
     };
     match preset {
-        Preset::Throughput => sum(
-            &[
-                "pulsar_broker_throughput_in",
-                "pulsar_broker_throughput_out",
-            ],
-            false,
+        // Both directions must be on the page: a page without `_out` is no value, not a
+        // broker without outbound traffic.
+        Preset::Throughput => Some(
+            sum(&["pulsar_broker_throughput_in"], false)?
+                + sum(&["pulsar_broker_throughput_out"], false)?,
         ),
-        Preset::MessageRate => sum(&["pulsar_broker_rate_in", "pulsar_broker_rate_out"], false),
+        Preset::MessageRate => {
+            Some(sum(&["pulsar_broker_rate_in"], false)? + sum(&["pulsar_broker_rate_out"], false)?)
+        }
         Preset::HeapMemory => ratio(
             sum(&["jvm_memory_bytes_used"], true),
             sum(&["jvm_memory_bytes_max"], true),
@@ -140,6 +141,18 @@ mod tests {
 
     const BROKER: &str = include_str!("../../tests/fixtures/broker-0.prom");
     const BOOKIE: &str = include_str!("../../tests/fixtures/bookie-1.prom");
+
+    #[test]
+    fn a_page_missing_one_direction_has_no_traffic_value() {
+        let page = BROKER
+            .lines()
+            .filter(|l| !l.contains("pulsar_broker_throughput_out"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let s = parse_page(&page);
+        assert_eq!(preset_value(Preset::Throughput, &s), None);
+        assert!(preset_value(Preset::MessageRate, &s).is_some());
+    }
 
     #[test]
     fn reads_broker_fixture() {

@@ -127,10 +127,71 @@ impl HttpClient {
                 status,
             });
         }
-        let body = response
-            .text()
-            .await
-            .map_err(|e| MetricsError::transport(url, self.timeout, e))?;
+        let body = read_bounded(url, self.timeout, response, MAX_BODY).await?;
         Ok((status, body))
+    }
+}
+
+/// Largest answer read from a source or a pod: a query answer or a metrics page beyond this is
+/// refused rather than held in memory whole (a broker page with per-topic metrics for many
+/// thousand topics stays well below it).
+pub const MAX_BODY: usize = 64 << 20;
+
+/// Reads a body chunk by chunk, failing as soon as it passes `limit` bytes.
+async fn read_bounded(
+    url: &str,
+    timeout: Duration,
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, MetricsError> {
+    let too_large = || MetricsError::Decode {
+        url: url.to_string(),
+        detail: format!(
+            "the answer is larger than {}; not read",
+            crate::decide::units::bytes(limit as f64)
+        ),
+        snippet: String::new(),
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| MetricsError::transport(url, timeout, e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let page = "x".repeat(4096);
+        let app = axum::Router::new().route("/", axum::routing::get(move || async move { page }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/");
+        let client = reqwest::Client::new();
+        let read = |limit| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.get(&url).send().await.unwrap();
+                read_bounded(&url, Duration::from_secs(5), r, limit).await
+            }
+        };
+        assert_eq!(read(8192).await.unwrap().len(), 4096);
+        let e = read(1024).await.unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 }

@@ -127,10 +127,13 @@ impl Preset {
     pub fn value_query(self) -> &'static str {
         match self {
             Preset::Throughput => {
-                r#"sum by (namespace, pod) ({__name__=~"pulsar_broker_throughput_in|pulsar_broker_throughput_out"})"#
+                // `in + out` as two sums, not one sum over both names: a broker whose `_out`
+                // series is missing drops out (it reports nothing, which holds scale-down)
+                // instead of counting as a broker with no outbound traffic.
+                r#"sum by (namespace, pod) (pulsar_broker_throughput_in) + sum by (namespace, pod) (pulsar_broker_throughput_out)"#
             }
             Preset::MessageRate => {
-                r#"sum by (namespace, pod) ({__name__=~"pulsar_broker_rate_in|pulsar_broker_rate_out"})"#
+                r#"sum by (namespace, pod) (pulsar_broker_rate_in) + sum by (namespace, pod) (pulsar_broker_rate_out)"#
             }
             Preset::HeapMemory => {
                 r#"100 * sum by (namespace, pod) (jvm_memory_bytes_used{area="heap"}) / sum by (namespace, pod) (jvm_memory_bytes_max{area="heap"})"#

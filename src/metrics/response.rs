@@ -56,6 +56,12 @@ struct Envelope {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// VictoriaMetrics: some storage nodes did not answer.
+    #[serde(default)]
+    is_partial: bool,
+    /// Prometheus: the answer may be incomplete (e.g. a remote storage failed).
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +117,20 @@ pub fn parse(url: &str, status: u16, body: &str) -> Result<QueryResult, MetricsE
             url: url.to_string(),
             status,
             snippet: snippet(body),
+        });
+    }
+    if envelope.is_partial || !envelope.warnings.is_empty() {
+        let detail = if envelope.is_partial {
+            "isPartial: true".to_string()
+        } else {
+            format!(
+                "warnings: {}",
+                query_message(Some(&envelope.warnings.join("; ")))
+            )
+        };
+        return Err(MetricsError::Partial {
+            url: url.to_string(),
+            detail,
         });
     }
     let decode = |detail: String| MetricsError::Decode {
@@ -226,6 +246,22 @@ mod tests {
             panic!("not a matrix")
         };
         assert_eq!(m[0].points.len(), 2);
+    }
+
+    #[test]
+    fn partial_answers_are_not_used() {
+        let vm = r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1700000000,"1"]}]}}"#;
+        let e = parse(URL, 200, vm).unwrap_err();
+        assert_eq!(e.label(), "partial");
+        assert!(e.to_string().contains("isPartial"), "{e}");
+        let prom = r#"{"status":"success","warnings":["remote read: store b down"],
+            "data":{"resultType":"vector","result":[]}}"#;
+        let e = parse(URL, 200, prom).unwrap_err();
+        assert!(e.to_string().contains("store b down"), "{e}");
+        let whole = r#"{"status":"success","isPartial":false,"warnings":[],
+            "data":{"resultType":"vector","result":[]}}"#;
+        assert!(parse(URL, 200, whole).is_ok());
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn claim(usage: Option<pulsar_autoscaler::decide::Sample>) -> ClaimState {
         usage,
         bound: true,
         resize_in_progress: None,
+        resize_infeasible: None,
         expandable: Some(true),
         last_expand: None,
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod faults;
 pub mod monitoring;
 pub mod pulsar;
 pub mod real_kube;

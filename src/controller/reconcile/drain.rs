@@ -683,9 +683,39 @@ impl Run<'_> {
                 took.as_secs_f64()
             ),
         );
-        match actuate::scale(api, &brokers.stateful_set, to).await {
+        // Act once, as every other action: leadership proven from the Lease, replicas read fresh
+        // (the patch applies only to what was read), and the scale-down recorded in the status
+        // before the call, so a crash after it cannot repeat it.
+        let what = format!("ScaleDown {}", done.target);
+        if !self.ctx.leadership.confirm().await {
+            return Err(actuate::ActuateError::NotLeader { what }.into());
+        }
+        let (replicas, version) = actuate::scale_of(api, &brokers.stateful_set).await?;
+        if replicas != drain.from.max(0) as u32 {
+            // Someone else changed replicas since this round looked: the next round cancels.
+            return Ok(DrainRound {
+                handled: true,
+                scaled_to: None,
+                status: Some(drain),
+            });
+        }
+        let before = self.status.clone();
+        status::log_decision(&mut self.status, &done, "ScaleDown", self.now);
+        status::mark_action(&mut self.status, &done, self.now);
+        if let Err(e) = self.write().await {
+            self.status = before;
+            return Err(e);
+        }
+        let patched = if self.ctx.leadership.holds_or_confirm().await {
+            actuate::scale_at(api, &brokers.stateful_set, to, &version).await
+        } else {
+            Err(actuate::ActuateError::NotLeader { what })
+        };
+        if patched.is_err() {
+            self.status = before;
+        }
+        match patched {
             Ok(()) => {
-                status::log_decision(&mut self.status, &done, "ScaleDown", self.now);
                 self.event(
                     false,
                     "ScaledDown",
