@@ -460,6 +460,10 @@ async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
     let (reason, message) = wait_condition(&p, "main", "Conflict", "True").await;
     assert_eq!(reason, "ReplicasChangedElsewhere");
     assert!(message.contains("from 3 to 5"), "{message}");
+    // Not Ready while the conflict holds, with the conflict as the reason.
+    let (reason, message) = wait_condition(&p, "main", "Ready", "False").await;
+    assert_eq!(reason, "Conflict");
+    assert!(message.contains("from 3 to 5"), "{message}");
     let changed = Timestamp::now();
     while Timestamp::now().duration_since(changed).as_secs_f64() < 14.0 {
         assert_eq!(

@@ -8,6 +8,9 @@ use kube::api::{Api, ListParams};
 
 use crate::actuate::ActuateError;
 
+/// `Ready`'s reason while a conflict holds the policy.
+pub const READY_REASON: &str = "Conflict";
+
 /// Condition reasons.
 pub mod reason {
     /// Another policy scales the same StatefulSet or grows the same claims.

@@ -292,6 +292,11 @@ impl Run<'_> {
             problems.push(e);
         }
         self.conflict_condition().await;
+        if let Some((_, message)) = &self.conflict {
+            // Not Ready while someone else manages a target: the policy does not act.
+            let message = format!("the policy does not act: {message}");
+            self.not_ready.push((conflict::READY_REASON, message));
+        }
         match &self.rate_limited {
             Some(why) => self.condition(kind::RATE_LIMITED, true, "ActionDropped", &why.clone()),
             None => self.condition(
@@ -424,6 +429,10 @@ impl Run<'_> {
 
     /// One Warning Event when Ready turns False or its reason changes (not every interval).
     async fn not_ready_event(&self, reason: &str, message: &str) {
+        // A conflict has its own condition and Event already.
+        if reason == conflict::READY_REASON {
+            return;
+        }
         let same = self
             .status
             .conditions
