@@ -412,7 +412,14 @@ pub struct Cluster {
     zk: Jvm,
     zk_port: u16,
     dir: TempDir,
+    /// This cluster's turn: released last, after every process above is gone.
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// One multi-broker cluster at a time in a test process: on a 2-core machine two of them (five
+/// JVMs each, under load) starve each other, and the timings the tests report and the admin
+/// calls they wait on would measure that instead. Standalone brokers run beside a cluster.
+static CLUSTER_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 impl Cluster {
     /// Starts ZooKeeper, initialises the cluster's metadata, starts `bookies` bookies and the
@@ -423,6 +430,10 @@ impl Cluster {
         bookies: u32,
         settings: BrokerSettings,
     ) -> Cluster {
+        let turn = CLUSTER_TURN
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("cluster turn: {e}"));
         let start = Instant::now();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let zk_port = free_port();
@@ -477,6 +488,7 @@ impl Cluster {
             zk,
             zk_port,
             dir,
+            _turn: turn,
         };
         for i in 0..bookies {
             let bookie = cluster.start_bookie(i).await;
