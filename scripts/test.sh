@@ -28,6 +28,6 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}" FUZZ_DEV="${FUZZ_DEV:-1}" scripts/fuzz.sh
 echo "==> cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 # One closing line over every test binary (the last binary alone may hold no tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
