@@ -19,7 +19,9 @@ brokers:
   minReplicas: 2
   maxReplicas: 8
   metrics: [{type: Throughput, targetPerBroker: 60Mi}]
-  scaleUp: {stabilizationWindow: 0s, cooldown: 0s}
+  # A short cooldown: right after a scale-up, Prometheus can hold the old brokers' last values
+  # beside the new brokers' first ones for a scrape, and the sum briefly counts load twice.
+  scaleUp: {stabilizationWindow: 0s, cooldown: 10s}
   scaleDown: {stabilizationWindow: 5m, cooldown: 5m}
 rateLimit: {actionsPerHour: 1000, burst: 100}
 "#;

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
@@ -185,7 +186,19 @@ pub async fn step(
             ),
         });
     }
-    let counts = carry_out(&api, &cluster, &plan.moves, per_second, r, &mut out, now).await;
+    let (counts, failed) = carry_out(&api, &cluster, &plan.moves, per_second, r, &mut out).await;
+    if let Some(why) = failed {
+        // An unload that fails because the StatefulSet shrank under it is the shrink's doing,
+        // not the admin API's: the next step stops the rebalance.
+        if replicas(client, namespace, sts)
+            .await
+            .is_some_and(|n| n < r.to_replicas)
+        {
+            r.message = Some(format!("the StatefulSet shrank while bundles moved: {why}"));
+        } else {
+            failure(r, &mut out, why, now);
+        }
+    }
     r.added_brokers = cluster
         .holdings
         .iter()
@@ -344,8 +357,14 @@ async fn look(
     Some(cluster)
 }
 
+/// Replicas the StatefulSet `sts` asks for now, if it can be read.
+async fn replicas(client: &Client, namespace: &str, sts: &str) -> Option<i32> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    api.get_scale(sts).await.ok()?.spec?.replicas
+}
+
 /// Makes the planned moves at `per_second`, stopping at the first failure; returns each
-/// broker's bundle count afterwards.
+/// broker's bundle count afterwards and the failure, if any.
 async fn carry_out(
     api: &AdminClient,
     cluster: &Cluster,
@@ -353,8 +372,7 @@ async fn carry_out(
     per_second: u32,
     r: &mut RebalanceStatus,
     out: &mut Stepped,
-    now: Timestamp,
-) -> BTreeMap<String, usize> {
+) -> (BTreeMap<String, usize>, Option<String>) {
     let mut counts: BTreeMap<String, usize> = cluster
         .holdings
         .iter()
@@ -380,13 +398,10 @@ async fn carry_out(
                 *counts.entry(m.from.clone()).or_default() -= 1;
                 *counts.entry(m.to.clone()).or_default() += 1;
             }
-            Err(e) => {
-                failure(r, out, e.to_string(), now);
-                break;
-            }
+            Err(e) => return (counts, Some(e.to_string())),
         }
     }
-    counts
+    (counts, None)
 }
 
 fn added_names(holdings: &[Holding], hosts: &BTreeMap<String, (String, String)>) -> String {

@@ -24,14 +24,17 @@ use crate::support::real_pulsar::{BrokerSettings, Load};
 const NAME: &str = "lifecycle";
 
 /// Throughput per broker: `1Ti` wants the minimum (2), `1Ki` the maximum (3) under this load.
-fn spec(target: &str) -> serde_json::Value {
+/// `down_window` is the scale-down stabilization window: none for the first phase; a real one
+/// for the second, so that a publish stall while bundles open on the added broker (throughput
+/// near zero for seconds) is not taken for the load going away.
+fn spec(target: &str, down_window: &str) -> serde_json::Value {
     json!({"interval": "2s", "brokers": {
         "statefulSet": BROKERS, "minReplicas": 2, "maxReplicas": 3,
         "metrics": [{"type": "Throughput", "targetPerBroker": target}],
         "admin": admin(),
         "scaleUp": {"stabilizationWindow": "0s", "cooldown": "0s",
                     "rebalance": {"maxUnloadsPerSecond": 10}},
-        "scaleDown": {"stabilizationWindow": "0s", "cooldown": "0s",
+        "scaleDown": {"stabilizationWindow": down_window, "cooldown": "0s",
                       "drain": {"timeout": "2m", "maxUnloadsPerSecond": 10}}},
         "rateLimit": {"actionsPerHour": 100, "burst": 10}})
 }
@@ -49,7 +52,7 @@ async fn drain_down_then_rebalance_up_under_load() {
     let on_broker_2 = bundles_on(&k, 2).await;
 
     // 3 → 2, drained first.
-    create_policy(&k, NAME, spec("1Ti")).await;
+    create_policy(&k, NAME, spec("1Ti", "0s")).await;
     let started = Instant::now();
     eventually("the controller scales 3 → 2", 4 * 180, || async {
         match k.replicas().await {
@@ -74,7 +77,7 @@ async fn drain_down_then_rebalance_up_under_load() {
         .patch(
             NAME,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec("1Ki")})),
+            &Patch::Merge(json!({"spec": spec("1Ki", "10m")})),
         )
         .await
         .expect("asking for more brokers");
