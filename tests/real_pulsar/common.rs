@@ -93,3 +93,32 @@ pub async fn broker_jvm_metrics(web: &str) -> BTreeMap<String, f64> {
         .filter_map(|(k, v)| v.as_f64().map(|v| (k, v)))
         .collect()
 }
+
+/// Waits (up to `secs`) until the controller has scaled the brokers 2 → 3, showing the tail of
+/// its log while it has not.
+pub async fn scaled_up_to_three(
+    k: &crate::support::real_kube::RealPulsarOnKube,
+    controller: &crate::support::pulsar::Controller,
+    secs: u32,
+) {
+    monitoring::eventually(
+        "the controller scales 2 → 3 under load",
+        4 * secs,
+        || async {
+            match k.replicas().await {
+                3 => Ok(()),
+                n => Err(format!(
+                    "{n} replicas; controller log tail: {}",
+                    controller
+                        .log_text()
+                        .lines()
+                        .rev()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )),
+            }
+        },
+    )
+    .await;
+}

@@ -11,6 +11,7 @@ use pulsar_autoscaler::api::ScalingPolicy;
 use serde_json::json;
 
 use super::common::NS;
+use super::common::scaled_up_to_three;
 use crate::support::monitoring::close;
 use crate::support::monitoring::{eventually, free_port};
 use crate::support::pulsar::Controller;
@@ -64,26 +65,7 @@ async fn controller_scales_real_brokers_up_under_load_and_down_when_it_stops() {
     let started = Instant::now();
     load.wait_acked(100).await;
 
-    eventually(
-        "the controller scales 2 → 3 under load",
-        4 * 180,
-        || async {
-            match k.replicas().await {
-                3 => Ok(()),
-                n => Err(format!(
-                    "{n} replicas; controller log tail: {}",
-                    controller
-                        .log_text()
-                        .lines()
-                        .rev()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                )),
-            }
-        },
-    )
-    .await;
+    scaled_up_to_three(&k, &controller, 180).await;
     let up_after = started.elapsed();
     k.wait_ready(3).await;
     {

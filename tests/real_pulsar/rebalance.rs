@@ -17,6 +17,7 @@ use pulsar_autoscaler::api::{RebalanceStatus, ScalingPolicy};
 use serde_json::json;
 
 use super::common::NS;
+use super::common::scaled_up_to_three;
 use crate::support::monitoring::{client, eventually, free_port};
 use crate::support::pulsar::Controller;
 use crate::support::real_kube::RealPulsarOnKube;
@@ -187,26 +188,7 @@ async fn follow_added_broker(
     load: &Load,
 ) -> Carried {
     let failed_before = load.latest().failed;
-    eventually(
-        "the controller scales 2 → 3 under load",
-        4 * 240,
-        || async {
-            match k.replicas().await {
-                3 => Ok(()),
-                n => Err(format!(
-                    "{n} replicas; controller log tail: {}",
-                    controller
-                        .log_text()
-                        .lines()
-                        .rev()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                )),
-            }
-        },
-    )
-    .await;
+    scaled_up_to_three(k, controller, 240).await;
     let scaled = Instant::now();
     k.wait_ready(3).await;
     let ip = k.broker_ips[2].clone();
