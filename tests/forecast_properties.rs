@@ -546,11 +546,22 @@ fn once(
     value: f64,
     now: i64,
 ) -> (BrokerOutcome, BrokerOutcome) {
+    once_reporting(memory, current, current, value, now)
+}
+
+/// [`once`] with `reporting` of the `current` brokers in the sample.
+fn once_reporting(
+    memory: &BrokerMemory,
+    current: u32,
+    reporting: u32,
+    value: f64,
+    now: i64,
+) -> (BrokerOutcome, BrokerOutcome) {
     let p = throughput_policy();
     let s = vec![Some(Sample {
         value,
         observed_at: at(now),
-        reporting: Some(current),
+        reporting: Some(reporting),
     })];
     let inputs = BrokerInputs {
         policy: &p,
@@ -654,6 +665,25 @@ fn flapping_scales_up_straight_to_the_level() {
         "{}",
         with.decision.reason()
     );
+}
+
+#[test]
+fn flapping_never_jumps_to_the_level_on_partial_data() {
+    // As above, but one of the 6 brokers is not reporting: the scale-up the load asks for is
+    // allowed, the jump to the flap level is not.
+    let now = 7200;
+    let (with, without) = once_reporting(&flapping_memory(now, 10, 7), 6, 5, 700.0, now);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleUp, 7)
+    );
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 7),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(!with.decision.reason().contains("at once"));
 }
 
 #[test]

@@ -294,7 +294,10 @@ fn recommend(
             plain,
         ));
         forecast_driven = raw > plain && raw > current;
-        raw = flap_raise(inputs, raw, reasons);
+        // Like the forecast, the flap level is not acted on while data is missing or partial.
+        if seen.problems.is_empty() {
+            raw = flap_raise(inputs, raw, reasons);
+        }
     }
     // Added brokers that carry no share yet are not load a further broker would take.
     if let Some(s) = inputs.memory.settling.filter(|s| s.active(inputs.now))
