@@ -183,32 +183,39 @@ fn on_oscillating_load_half_the_hpas_actions_and_no_more_overload() {
         let r = three_way(&trace, p);
         let f = &r.forecast.as_ref().unwrap().summary;
         let h = &r.hpa.as_ref().unwrap().summary;
-        if name.contains("every 45 min") {
-            // Not met, and benches/README says so: ±40 % over 45 minutes turns about 2.7 times
-            // an hour, below the policy's flapTurnsPerHour (4), so it mostly counts as a load
-            // to follow, in steps no larger than the policy's maxStep. Fewer actions than the
-            // HPA, not half.
-            assert!(
-                actions(f) < actions(h)
-                    && f.holding_for_flapping_seconds < f.duration_seconds / 4.0,
-                "{name}: {} actions vs {}, holding {} s",
-                actions(f),
-                actions(h),
-                f.holding_for_flapping_seconds
-            );
-        } else {
-            assert!(
-                2 * actions(f) <= actions(h),
-                "{name}: {} actions with forecast vs {} for the HPA",
-                actions(f),
-                actions(h)
-            );
-        }
+        assert!(
+            2 * actions(f) <= actions(h),
+            "{name}: {} actions with forecast vs {} for the HPA",
+            actions(f),
+            actions(h)
+        );
         assert!(
             f.overload_beyond_tolerance_seconds <= 0.5 * h.overload_beyond_tolerance_seconds,
             "{name}: overload {} s with forecast vs {} s for the HPA",
             f.overload_beyond_tolerance_seconds,
             h.overload_beyond_tolerance_seconds
+        );
+    }
+}
+
+#[test]
+fn following_swings_in_large_steps_costs_at_most_five_percent_more_than_the_hpa() {
+    // The swings the fast-oscillation policy is written for (20 minutes and longer, its
+    // scale-down window 2m 30s): each swing is followed in one large step each way. The
+    // `oscillating` policy's rows hold instead (its 15-minute window re-recommends the crest's
+    // brokers), and benches/README says what that costs.
+    for (name, trace, p) in cases() {
+        if !oscillating(&name) || p != "fast-oscillation" {
+            continue;
+        }
+        let r = three_way(&trace, p);
+        let f = &r.forecast.as_ref().unwrap().summary;
+        let h = &r.hpa.as_ref().unwrap().summary;
+        assert!(
+            f.broker_hours <= 1.05 * h.broker_hours,
+            "{name}: {:.1} broker-hours with forecast vs {:.1} for the HPA",
+            f.broker_hours,
+            h.broker_hours
         );
     }
 }
@@ -224,17 +231,20 @@ fn a_step_too_fast_to_forecast_is_no_worse_than_without_forecast() {
 
 #[test]
 fn flap_damping_is_what_cuts_the_actions() {
-    // The fast-oscillation policy follows every swing without the forecast (as often as the HPA)
-    // and holds with it; the reasons say why.
+    // The fast-oscillation policy follows every swing without the forecast (as often as the HPA:
+    // 54 actions, one broker at a time) and with it follows each swing in one large step each
+    // way (22 actions, 11 of them scale-downs), so the direction changes stay (18 and 17) while
+    // the steps between them shrink to one.
     let r = three_way(&bundled("fast-oscillation"), "fast-oscillation");
     let (s, f) = (&r.policy.summary, &r.forecast.as_ref().unwrap().summary);
     assert!(
-        actions(s) >= 4 * actions(f),
+        actions(s) >= 2 * actions(f),
         "{} vs {}",
         actions(s),
         actions(f)
     );
-    assert!(s.direction_changes >= 4 * f.direction_changes.max(1));
+    assert!(s.scale_downs >= 2 * f.scale_downs, "{s:?} {f:?}");
+    assert!(f.direction_changes <= s.direction_changes, "{s:?} {f:?}");
     assert_eq!(s.holding_for_flapping_seconds, 0.0);
     assert!(f.holding_for_flapping_seconds > 3600.0, "{f:?}");
     assert!(r.table().contains("holding for flapping"));

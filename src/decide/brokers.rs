@@ -296,7 +296,7 @@ fn recommend(
         forecast_driven = raw > plain && raw > current;
         // Like the forecast, the flap level is not acted on while data is missing or partial.
         if seen.problems.is_empty() {
-            raw = flap_raise(inputs, raw, reasons);
+            raw = flap_raise(inputs, plain, raw, reasons);
         }
     }
     // Added brokers that carry no share yet are not load a further broker would take.
@@ -313,11 +313,22 @@ fn recommend(
 /// While flapping, a scale-up goes straight to the flap level (the fewest brokers that kept the
 /// flap window's load within tolerance): the swings seen come back, and one action that meets
 /// them replaces several that follow each rise.
-fn flap_raise(inputs: &BrokerInputs<'_>, raw: u32, reasons: &mut Vec<String>) -> u32 {
+///
+/// When only the forecast asks for more, the jump waits for the middle of the swing up (halfway
+/// between the hour's lowest recommendation and the level): on a slow rise, a jump at its first
+/// forecast would pay the crest's brokers through the whole rise. Load already beyond tolerance
+/// (`plain` above `current`) jumps at once.
+fn flap_raise(inputs: &BrokerInputs<'_>, plain: u32, raw: u32, reasons: &mut Vec<String>) -> u32 {
     let previous = &inputs.memory.ahead;
     let window = flap_window(inputs.policy);
     match previous.level_within(inputs.now, window) {
-        Some(level) if previous.holding && raw > inputs.current && level > raw => {
+        Some(level)
+            if previous.holding
+                && raw > inputs.current
+                && level > raw
+                && (plain > inputs.current
+                    || raw >= swing_middle(inputs.memory, inputs.now, level)) =>
+        {
             reasons.push(format!(
                 "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
                 units::duration(window)
@@ -369,11 +380,61 @@ fn flap_window(policy: &BrokerPolicy) -> Duration {
     flap::FLAP_WINDOW.max(policy.scale_down.window)
 }
 
+/// Halfway between the lowest recommendation of the flap window (the troughs) and the flap
+/// `level` (what the crests need).
+fn swing_middle(memory: &BrokerMemory, now: Timestamp, level: u32) -> u32 {
+    let trough = memory
+        .range_within(now, flap::FLAP_WINDOW)
+        .map_or(level, |(lo, _)| lo.min(level));
+    trough + (level - trough) / 2
+}
+
+/// While flapping, whether the scale-down the window allows (to `window_ceiling`) follows the
+/// swing down instead of holding the flap `level`: only once the crest has passed (the load now
+/// needs [`flap::MIN_SWING`] fewer brokers than the highest level since the last scale-up), well
+/// below the level, and as one large step: at least a third of the hour's swing (from the level
+/// down to the lowest recommendation), never less than [`flap::MIN_SWING`]. Smaller steps would
+/// be the next swing's scale-up; a trough that long is worth its two actions.
+fn follows_swing_down(
+    inputs: &BrokerInputs<'_>,
+    memory: &BrokerMemory,
+    level: u32,
+    window_ceiling: u32,
+) -> bool {
+    let BrokerInputs {
+        policy,
+        current,
+        now,
+        ..
+    } = *inputs;
+    let Some(&(noted, needed_now)) = memory.ahead.levels.last() else {
+        return false;
+    };
+    if noted != now {
+        // No usable load now: nothing says the crest has passed.
+        return false;
+    }
+    let since_up = inputs
+        .memory
+        .last_scale_up
+        .map_or(flap_window(policy), |t| elapsed(now, t));
+    let crest = memory.ahead.level_within(now, since_up).unwrap_or(0);
+    let past_crest = crest >= needed_now.saturating_add(flap::MIN_SWING);
+    let trough = memory
+        .range_within(now, flap::FLAP_WINDOW)
+        .map_or(level, |(lo, _)| lo.min(level));
+    let step = (level - trough).div_ceil(3).max(flap::MIN_SWING);
+    past_crest
+        && window_ceiling.saturating_add(flap::MIN_SWING) <= level
+        && current >= window_ceiling.saturating_add(step)
+}
+
 /// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
 /// in the down window, counting the one made now. While flapping, scale-downs go no lower than
 /// the flap level: the fewest brokers that kept every load of the flap window within tolerance
-/// (so the next swing like those seen needs no scale-up). Flap damping only ever raises the
-/// window's ceiling for scale-downs, never lowers it. Records the recommendation and, with
+/// (so the next swing like those seen needs no scale-up), except for one large step down that
+/// follows a swing once its crest has passed ([`follows_swing_down`]). Flap damping only ever
+/// raises the window's ceiling for scale-downs, never lowers it. Records the recommendation and, with
 /// `ahead`, the level and direction changes in `memory` (only when `level` is given, i.e. some
 /// metric was usable). Returns the desired replicas (within bounds) and whether flap damping
 /// holds capacity.
@@ -429,6 +490,12 @@ fn stabilize(
         // target, and one made within tolerance is just the replicas of that moment; the level
         // is what the swings need.
         down_ceiling = window_ceiling.max(level);
+        if follows_swing_down(inputs, memory, level, window_ceiling) {
+            down_ceiling = window_ceiling;
+            reasons.push(format!(
+                "load is flapping and its crest has passed: following the swing down to {window_ceiling} in one step (the scale-down window allows it; {level} held otherwise)"
+            ));
+        }
     }
     if ahead.is_some() {
         memory.ahead.flap_message.clone_from(&flap_message);
@@ -602,7 +669,7 @@ fn settling_reason(s: super::Settling, wanted: u32, current: u32) -> String {
 /// Why capacity is held, in words: the turns per hour and the held capacity.
 fn flap_message_for(turns: usize, level: u32, window: Duration) -> String {
     format!(
-        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower, scale-ups straight to it)",
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower but for one large step once a crest has passed, scale-ups from the swing's middle straight to it)",
         units::duration(flap::FLAP_WINDOW),
         units::duration(window)
     )
