@@ -597,3 +597,71 @@ async fn api_errors_latency_and_dropped_watches_never_double_an_action() {
         "{events:?}"
     );
 }
+
+/// Removes broker 2's series from a query answer, as when its scrape target vanishes.
+fn without_broker_2(body: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if let Some(result) = v["data"]["result"].as_array_mut() {
+        result.retain(|s| s["metric"]["pod"] != "pulsar-broker-2");
+    }
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_metric_missing_a_broker_never_scales_down() {
+    let p = Pulsar::start(Shape::default()).await;
+    let prom_proxy = Proxy::start(&p.prom.url, None).await;
+    let _c = p.controller("a");
+    // The Throughput preset's arithmetic written as a per-pod Custom query.
+    let custom = r#"[{type: Custom, name: traffic, targetPerBroker: 60Mi, query: 'sum by (pod) (pulsar_broker_throughput_in{namespace="{{namespace}}"}) + sum by (pod) (pulsar_broker_throughput_out{namespace="{{namespace}}"})'}]"#;
+    let spec = QUICK
+        .replace("{{prometheus}}", &prom_proxy.url)
+        .replace("[{type: Throughput, targetPerBroker: 60Mi}]", custom);
+    p.create_policy("brokers", &spec).await;
+    wait_condition(&p, "brokers", "MetricsAvailable", "True").await;
+    assert_eq!(p.replicas().await, 3);
+
+    // Broker 2's series disappear from every answer: the total looks like 2/3 of the load.
+    prom_proxy.add(Rule::new(
+        "",
+        "/api/v1/query",
+        Fault::Rewrite(Arc::new(without_broker_2)),
+    ));
+    let (value, proposed) = eventually("the status shows the partial value", 240, || async {
+        let sp = p.policy("brokers").await;
+        let m = sp
+            .status
+            .as_ref()
+            .and_then(|s| s.brokers.as_ref())
+            .and_then(|b| b.metrics.first().cloned());
+        match m {
+            Some(m) if m.problem.as_deref() == Some("only 2 of 3 brokers reported") => {
+                Ok((m.value, m.proposed_replicas))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // 2 of 3 brokers' traffic (2 × 60 MiB/s) over 60 MiB/s proposes 2: taken as complete,
+    // it would remove a broker.
+    let value = value.unwrap_or_default();
+    assert!(
+        monitoring::close(value, 120.0 * 1024.0 * 1024.0, 10.0),
+        "{value}"
+    );
+    assert_eq!(proposed, Some(2));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        p.replicas().await,
+        3,
+        "scaled down on a partial Custom value"
+    );
+    assert_eq!(
+        count(&decisions(&p.policy("brokers").await), "ScaleDown"),
+        0
+    );
+    // Every broker reporting again, at a load that wants 2: the same query scales down.
+    prom_proxy.clear();
+    p.set_load(0.5).await;
+    wait_replicas(&p, 2).await;
+}
