@@ -713,6 +713,8 @@ impl Run<'_> {
         };
         if patched.is_err() {
             self.status = before;
+        } else if let Some(b) = self.status.brokers.as_mut() {
+            b.in_flight = None;
         }
         match patched {
             Ok(()) => {
