@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -12,6 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use pulsar_autoscaler::api::{ScalingPolicy, VolumeStatus};
 use serde_json::json;
+use support::faults::{Fault, Proxy, Rule};
 use support::monitoring::eventually;
 use support::pulsar::{NS, Pulsar, Shape};
 
@@ -169,6 +172,107 @@ async fn two_policies_on_one_bookie_statefulset_stand_back() {
             Ok(())
         } else {
             Err(request(&p).await)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_starts_from_a_capacity_above_the_request() {
+    let p = Pulsar::start(shape()).await;
+    // The provider gave 60Gi for a 50Gi request (it rounds up), and nothing resizes it back.
+    p.resizer.store(false, Ordering::SeqCst);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(p.admin.clone(), NS);
+    let larger = json!({"status": {"capacity": {"storage": "60Gi"}}});
+    claims
+        .patch_status(LEDGERS, &PatchParams::default(), &Patch::Merge(&larger))
+        .await
+        .expect("setting the claim's capacity");
+    let _c = p.controller("a");
+    p.create_policy("disks", DISKS).await;
+    // 20 % over the 60Gi the volume has is 72Gi; from the request it would be 60Gi, no growth.
+    eventually("the claim grows", 480, || async {
+        match request(&p).await.as_str() {
+            "50Gi" => Err("still 50Gi".to_string()),
+            other => Ok(other.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(request(&p).await, "72Gi");
+    let sp = p.policy("disks").await;
+    let tos: Vec<i64> = sp
+        .status
+        .as_ref()
+        .map(|s| {
+            s.decisions
+                .iter()
+                .filter(|d| d.action == "Expand")
+                .map(|d| d.to)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(tos, [72 << 30], "{:#?}", sp.status);
+}
+
+/// Sets every measurement time in a query answer to `at` (unix seconds).
+fn measured_at(body: &str, at: f64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if let Some(result) = v["data"]["result"].as_array_mut() {
+        for s in result {
+            if s["metric"]["autoscaler_field"] == "time" {
+                s["value"][1] = json!(format!("{at:.3}"));
+            }
+        }
+    }
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_sample_older_than_the_last_expansion_grows_nothing() {
+    let p = Pulsar::start(shape()).await;
+    let proxy = Proxy::start(&p.prom.url, None).await;
+    let _c = p.controller("a");
+    p.create_policy("disks", &DISKS.replace("{{prometheus}}", &proxy.url))
+        .await;
+    // 50Gi at 70 % → 60Gi, which the resizer completes: about 58 %, still over 50 %.
+    let expanded = eventually("the first expansion", 480, || async {
+        let sp = p.policy("disks").await;
+        match volume(&sp).and_then(|v| v.last_expand_time) {
+            Some(t) if expands(&sp) == 1 => Ok(t.0),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // From now on every sample reads as taken 2 s before that expansion (and within
+    // maxStaleness for the next 28 s): it describes the old size.
+    let before = expanded.as_millisecond() as f64 / 1000.0 - 2.0;
+    proxy.add(Rule::new(
+        "",
+        "/api/v1/query",
+        Fault::Rewrite(Arc::new(move |body: &str| measured_at(body, before))),
+    ));
+    let v = wait_state(&p, "disks", "Resizing").await;
+    assert!(
+        v.message
+            .as_deref()
+            .is_some_and(|m| m.contains("predates the last expansion")),
+        "{v:?}"
+    );
+    // Past the 5 s cooldown, over the threshold, yet no second increment for the same fill.
+    let deadline = expanded
+        .checked_add(jiff::SignedDuration::from_secs(20))
+        .unwrap();
+    while jiff::Timestamp::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(request(&p).await, "60Gi");
+    assert_eq!(expands(&p.policy("disks").await), 1);
+    // Samples taken after it: the claim grows again (60Gi at 58 % → 72Gi).
+    proxy.clear();
+    eventually("the second expansion", 480, || async {
+        match request(&p).await.as_str() {
+            "72Gi" => Ok(()),
+            other => Err(other.to_string()),
         }
     })
     .await;
