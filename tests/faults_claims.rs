@@ -251,13 +251,21 @@ async fn a_usage_sample_older_than_the_last_expansion_grows_nothing() {
         "/api/v1/query",
         Fault::Rewrite(Arc::new(move |body: &str| measured_at(body, before))),
     ));
-    let v = wait_state(&p, "disks", "Resizing").await;
-    assert!(
-        v.message
-            .as_deref()
-            .is_some_and(|m| m.contains("predates the last expansion")),
-        "{v:?}"
-    );
+    // (First the resize itself shows as `Resizing`, until the resizer completes it.)
+    eventually("the old sample is named as such", 480, || async {
+        match volume(&p.policy("disks").await) {
+            Some(v)
+                if v.state == "Resizing"
+                    && v.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("predates the last expansion")) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // Past the 5 s cooldown, over the threshold, yet no second increment for the same fill.
     let deadline = expanded
         .checked_add(jiff::SignedDuration::from_secs(20))
