@@ -604,6 +604,15 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Writes the status right after an action's Event and count, so that the in-flight
+    /// marker is gone as soon as they are out: a successor republishes the Event only when this
+    /// process stopped in that short span. A failure here is left to the evaluation's own write.
+    pub(super) async fn write_settled(&mut self) {
+        if let Err(e) = self.write().await {
+            tracing::warn!(policy = %self.key, error = %e, "status after an action not written yet");
+        }
+    }
+
     /// Replicas of the broker StatefulSet: from the watch's store, a change this controller
     /// made and the watch has not shown yet, or the API server when the store lacks it.
     async fn replicas(&mut self, api: &Api<StatefulSet>, name: &str) -> Result<u32, Error> {
@@ -804,6 +813,7 @@ impl Run<'_> {
                 memory.note_action(decision.action, self.now);
                 replicas_now = decision.to as u32;
                 self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
+                self.write_settled().await;
             }
         }
         match &outcome.limited {

@@ -726,6 +726,7 @@ impl Run<'_> {
                 )
                 .await;
                 self.count_decision("ScaleDown", "applied");
+                self.write_settled().await;
                 self.drain_ended(&drain, "drained");
                 self.drain_gauge(None);
                 Ok(DrainRound {
