@@ -694,6 +694,30 @@ pub struct BrokerStatus {
     /// attempt waits). The controller's only memory of it, so it survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainStatus>,
+    /// A scale action recorded before its `/scale` patch and not yet settled: present only in
+    /// the status written right before the patch. A controller that finds it (after a crash or
+    /// a takeover) reads the StatefulSet and either publishes the action's missing Event or
+    /// corrects the record of an action that never happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightScale>,
+}
+
+/// A scale action between its record and its outcome.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightScale {
+    /// `ScaleUp` or `ScaleDown`.
+    pub action: String,
+    /// Replicas before.
+    pub from: i64,
+    /// Replicas after.
+    pub to: i64,
+    /// When it was decided: the time of its decision record.
+    pub time: Time,
+    /// The scale time of the same direction that the record replaced, put back if the action
+    /// turns out not to have happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_time: Option<Time>,
 }
 
 /// Progress of moving bundles onto the brokers a scale-up added. Lives in the status so that a

@@ -194,6 +194,25 @@ async fn a_kill_between_action_and_answer_leaves_the_action_recorded_and_not_rep
     }
     let log = decisions(&p.policy("brokers").await);
     assert_eq!(count(&log, "ScaleUp"), 1, "{log:#?}");
+    // The action's Event and count, lost with a, were published by b, once.
+    let events = p.events("brokers").await;
+    let scaled: Vec<_> = events.iter().filter(|e| e.0 == "ScaledUp").collect();
+    assert!(
+        scaled.len() == 1 && scaled[0].1.contains("3 → 4") && scaled[0].2 == "b",
+        "{events:?}"
+    );
+    let text = b.metrics().await;
+    assert_eq!(
+        counter(
+            &text,
+            "pulsar_autoscaler_decisions_total",
+            &["action=\"ScaleUp\"", "result=\"applied\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    let status = p.policy("brokers").await.status.unwrap_or_default();
+    assert!(status.brokers.is_some_and(|b| b.in_flight.is_none()));
     // After the cooldown, b continues: every change it makes is recorded too.
     wait_replicas(&p, 5).await;
     let log = decisions(&p.policy("brokers").await);
@@ -212,6 +231,76 @@ async fn a_kill_between_action_and_answer_leaves_the_action_recorded_and_not_rep
     eprintln!("figure: kill after action: second scale-up {gap}s after the first (cooldown 40s)");
     assert!(ups[1].time.0 > killed_at);
     // No Conflict: the new controller recognises the first change as one of its own kind.
+    let (reason, _) = wait_condition(&p, "brokers", "Conflict", "False").await;
+    assert_eq!(reason, "NoConflict");
+}
+
+/// The sum of a counter's series whose labels include all of `labels`.
+fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_record_and_the_patch_is_corrected_by_the_successor() {
+    let p = Pulsar::start(Shape::default()).await;
+    let (mut a, proxy) = controller_via(&p, "a").await;
+    wait_leads(&a, "a", 1.0).await;
+    // The first /scale patch never reaches the API server.
+    proxy.add(Rule::new("PATCH", SCALE, Fault::Hang).times(1));
+    p.create_policy("brokers", SLOW_UP).await;
+    p.set_load(2.0).await;
+    eventually("the /scale patch hangs", 480, || async {
+        match proxy.count("PATCH", SCALE, "hang") {
+            1 => Ok(()),
+            _ => Err("not yet".to_string()),
+        }
+    })
+    .await;
+    // Recorded before the call, which never happened.
+    let sp = p.policy("brokers").await;
+    let log = decisions(&sp);
+    assert_eq!(count(&log, "ScaleUp"), 1, "{log:#?}");
+    let in_flight = sp
+        .status
+        .and_then(|s| s.brokers)
+        .and_then(|b| b.in_flight)
+        .expect("the record names the action in flight");
+    assert_eq!((in_flight.from, in_flight.to), (3, 4));
+    assert_eq!(p.replicas().await, 3);
+    a.kill();
+    let killed_at = Timestamp::now();
+
+    // The successor sees 3 replicas: the record is corrected, and it scales up at once
+    // instead of waiting the 40 s cooldown of an action that never happened.
+    let b = p.controller("b");
+    wait_leads(&b, "b", 1.0).await;
+    wait_replicas(&p, 4).await;
+    let acted = Timestamp::now().duration_since(killed_at).as_secs_f64();
+    let log = decisions(&p.policy("brokers").await);
+    let actions: Vec<(&str, i64, i64)> = log
+        .iter()
+        .map(|d| (d.action.as_str(), d.from, d.to))
+        .collect();
+    assert_eq!(
+        actions,
+        [("FailedScaleUp", 3, 4), ("ScaleUp", 3, 4)],
+        "{log:#?}"
+    );
+    assert!(log[0].reason.contains("not carried out"), "{log:#?}");
+    assert!(acted < 30.0, "the successor waited {acted}s after the kill");
+    eprintln!("figure: kill before the patch: successor scaled up {acted:.1}s after the kill");
+    let events = p.events("brokers").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "ActionFailed" && e.1.contains("not carried out") && e.2 == "b"),
+        "{events:?}"
+    );
+    // Its own change is no one else's: no Conflict at any point.
+    assert!(events.iter().all(|e| e.0 != "Conflict"), "{events:?}");
     let (reason, _) = wait_condition(&p, "brokers", "Conflict", "False").await;
     assert_eq!(reason, "NoConflict");
 }
@@ -334,14 +423,34 @@ async fn a_leader_cut_off_steps_down_and_its_late_writes_change_nothing() {
         took_over.duration_since(cut_at).as_secs_f64()
     );
     assert_eq!(p.replicas().await, 5, "a late write moved replicas");
+    // Every action has its Event: b's own once; a's once by a, and once more by b (saying so)
+    // if the cut fell between a's patch and the status write after a's Event, which left the
+    // action marked in flight. At least once, never lost, never more than twice.
     let events = p.events("brokers").await;
-    assert!(
-        events
+    let scaled: Vec<_> = events.iter().filter(|e| e.0 == "ScaledUp").collect();
+    let by = |who: &str, span: &str| {
+        scaled
             .iter()
-            .filter(|e| e.0 == "ScaledUp")
-            .map(|e| e.2.as_str())
-            .eq(["a", "b"]),
+            .filter(|e| e.2 == who && e.1.contains(span))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by("b", "4 → 5").len(), 1, "{events:?}");
+    let (first, again) = (by("a", "3 → 4"), by("b", "3 → 4"));
+    assert!(
+        first.len() <= 1 && again.len() <= 1 && first.len() + again.len() >= 1,
         "{events:?}"
+    );
+    assert!(
+        again
+            .iter()
+            .all(|e| e.1.contains("before the previous controller stopped")),
+        "{events:?}"
+    );
+    assert_eq!(scaled.len(), 1 + first.len() + again.len(), "{events:?}");
+    eprintln!(
+        "figure: cut-off leader: first action's Event by a {}, republished by b {}",
+        first.len(),
+        again.len()
     );
 }
 
@@ -596,4 +705,72 @@ async fn api_errors_latency_and_dropped_watches_never_double_an_action() {
         1,
         "{events:?}"
     );
+}
+
+/// Removes broker 2's series from a query answer, as when its scrape target vanishes.
+fn without_broker_2(body: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if let Some(result) = v["data"]["result"].as_array_mut() {
+        result.retain(|s| s["metric"]["pod"] != "pulsar-broker-2");
+    }
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_metric_missing_a_broker_never_scales_down() {
+    let p = Pulsar::start(Shape::default()).await;
+    let prom_proxy = Proxy::start(&p.prom.url, None).await;
+    let _c = p.controller("a");
+    // The Throughput preset's arithmetic written as a per-pod Custom query.
+    let custom = r#"[{type: Custom, name: traffic, targetPerBroker: 60Mi, query: 'sum by (pod) (pulsar_broker_throughput_in{namespace="{{namespace}}"}) + sum by (pod) (pulsar_broker_throughput_out{namespace="{{namespace}}"})'}]"#;
+    let spec = QUICK
+        .replace("{{prometheus}}", &prom_proxy.url)
+        .replace("[{type: Throughput, targetPerBroker: 60Mi}]", custom);
+    p.create_policy("brokers", &spec).await;
+    wait_condition(&p, "brokers", "MetricsAvailable", "True").await;
+    assert_eq!(p.replicas().await, 3);
+
+    // Broker 2's series disappear from every answer: the total looks like 2/3 of the load.
+    prom_proxy.add(Rule::new(
+        "",
+        "/api/v1/query",
+        Fault::Rewrite(Arc::new(without_broker_2)),
+    ));
+    let (value, proposed) = eventually("the status shows the partial value", 240, || async {
+        let sp = p.policy("brokers").await;
+        let m = sp
+            .status
+            .as_ref()
+            .and_then(|s| s.brokers.as_ref())
+            .and_then(|b| b.metrics.first().cloned());
+        match m {
+            Some(m) if m.problem.as_deref() == Some("only 2 of 3 brokers reported") => {
+                Ok((m.value, m.proposed_replicas))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // 2 of 3 brokers' traffic (2 × 60 MiB/s) over 60 MiB/s proposes 2: taken as complete,
+    // it would remove a broker.
+    let value = value.unwrap_or_default();
+    assert!(
+        monitoring::close(value, 120.0 * 1024.0 * 1024.0, 10.0),
+        "{value}"
+    );
+    assert_eq!(proposed, Some(2));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        p.replicas().await,
+        3,
+        "scaled down on a partial Custom value"
+    );
+    assert_eq!(
+        count(&decisions(&p.policy("brokers").await), "ScaleDown"),
+        0
+    );
+    // Every broker reporting again, at a load that wants 2: the same query scales down.
+    prom_proxy.clear();
+    p.set_load(0.5).await;
+    wait_replicas(&p, 2).await;
 }

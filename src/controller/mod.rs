@@ -6,6 +6,7 @@ mod conflict;
 pub mod index;
 pub mod leader;
 mod observe;
+pub mod pages;
 mod rebalance;
 mod reconcile;
 pub mod rounds;

@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
+use super::pages;
 use crate::actuate::ActuateError;
 use crate::api::SourceType;
 use crate::decide::ClaimState;
@@ -263,10 +264,23 @@ pub async fn discover(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            let Ok(list) = pod_api.list(&ListParams::default().labels(&selector)).await else {
-                continue;
+            let listed = pages::list_all(
+                &pod_api,
+                &ListParams::default().labels(&selector),
+                pages::PAGE,
+                pages::MAX_ITEMS,
+            )
+            .await;
+            let list = match listed {
+                Ok(list) => list,
+                Err(e) => {
+                    // Its pods go unread this round: they report nothing, which holds
+                    // scale-down.
+                    tracing::warn!(statefulset = name, error = %e, "cannot list pods");
+                    continue;
+                }
             };
-            for pod in list.items {
+            for pod in list {
                 let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
                     continue;
                 };

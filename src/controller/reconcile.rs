@@ -20,7 +20,8 @@ use super::status::{self, kind};
 use super::{Context, Error, PolicyState};
 use crate::actuate;
 use crate::api::{
-    BookieStatus, BrokerStatus, MetricStatus, ScalingPolicy, ScalingPolicyStatus, VolumeStatus,
+    BookieStatus, BrokerStatus, InFlightScale, MetricStatus, ScalingPolicy, ScalingPolicyStatus,
+    VolumeStatus,
 };
 use crate::decide::forecast::{DEFAULT_HORIZON, NoHistory};
 use crate::decide::{
@@ -603,6 +604,15 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Writes the status right after an action's Event and count, so that the in-flight
+    /// marker is gone as soon as they are out: a successor republishes the Event only when this
+    /// process stopped in that short span. A failure here is left to the evaluation's own write.
+    pub(super) async fn write_settled(&mut self) {
+        if let Err(e) = self.write().await {
+            tracing::warn!(policy = %self.key, error = %e, "status after an action not written yet");
+        }
+    }
+
     /// Replicas of the broker StatefulSet: from the watch's store, a change this controller
     /// made and the watch has not shown yet, or the API server when the store lacks it.
     async fn replicas(&mut self, api: &Api<StatefulSet>, name: &str) -> Result<u32, Error> {
@@ -625,6 +635,55 @@ impl Run<'_> {
         Ok(stored)
     }
 
+    /// Settles a scale action that a process recorded and then stopped before writing its
+    /// outcome (found in the status after a restart or a takeover): a fresh `/scale` read
+    /// shows whether it happened. If it did, its Event and count are published now (once);
+    /// if replicas are still what it started from, the record is corrected (see
+    /// [`status::correct_unmade`]); anything else was someone else's change, which the
+    /// conflict check that follows reports.
+    async fn settle_in_flight(
+        &mut self,
+        api: &Api<StatefulSet>,
+        stateful_set: &str,
+        made: &InFlightScale,
+    ) -> Result<(), Error> {
+        let (replicas, _) = actuate::scale_of(api, stateful_set).await?;
+        let span = format!("statefulset/{stateful_set} {} → {}", made.from, made.to);
+        if i64::from(replicas) == made.to {
+            let done = if made.action == Action::ScaleUp.to_string() {
+                "ScaledUp"
+            } else {
+                "ScaledDown"
+            };
+            let reason = self
+                .status
+                .decisions
+                .iter()
+                .find(|d| d.time == made.time && d.action == made.action)
+                .map(|d| d.reason.clone())
+                .unwrap_or_default();
+            self.event(
+                false,
+                done,
+                &made.action,
+                format!("{span}: {reason} (made before the previous controller stopped)"),
+            )
+            .await;
+            self.count_decision(&made.action, "applied");
+        } else if i64::from(replicas) == made.from {
+            let why = "not carried out: the controller stopped after recording it and before                        its /scale patch reached the API server";
+            status::correct_unmade(&mut self.status, made, why);
+            self.event(true, "ActionFailed", &made.action, format!("{span}: {why}"))
+                .await;
+            self.count_decision(&made.action, "failed");
+            return Ok(());
+        }
+        if let Some(b) = self.status.brokers.as_mut() {
+            b.in_flight = None;
+        }
+        Ok(())
+    }
+
     async fn brokers(
         &mut self,
         policy: &Policy,
@@ -632,6 +691,15 @@ impl Run<'_> {
         readings: &PolicyReadings,
     ) -> Result<(), Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        if let Some(made) = self
+            .status
+            .brokers
+            .as_ref()
+            .and_then(|b| b.in_flight.clone())
+        {
+            self.settle_in_flight(&api, &brokers.stateful_set, &made)
+                .await?;
+        }
         let current = self.replicas(&api, &brokers.stateful_set).await?;
         let previous = self.status.brokers.clone().unwrap_or_default();
         let mut memory = BrokerMemory::from_status(&previous);
@@ -745,6 +813,7 @@ impl Run<'_> {
                 memory.note_action(decision.action, self.now);
                 replicas_now = decision.to as u32;
                 self.state.pending_scale = Some((current, replicas_now, std::time::Instant::now()));
+                self.write_settled().await;
             }
         }
         match &outcome.limited {
@@ -1015,6 +1084,9 @@ impl Run<'_> {
             };
             if outcome.is_err() {
                 self.status = before;
+            } else if let Some(b) = self.status.brokers.as_mut() {
+                // Settled here: only a process that stops before its next write leaves it.
+                b.in_flight = None;
             }
             match outcome {
                 Ok(()) => {

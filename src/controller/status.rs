@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Condition, DecisionRecord, ScalingPolicyStatus, VolumeStatus};
+use crate::api::{Condition, DecisionRecord, InFlightScale, ScalingPolicyStatus, VolumeStatus};
 use crate::decide::{Action, Decision};
 
 /// Decisions kept in the status log.
@@ -122,11 +122,21 @@ pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: T
     match decision.action {
         Action::ScaleUp | Action::ScaleDown => {
             let b = status.brokers.get_or_insert_with(Default::default);
-            if decision.action == Action::ScaleUp {
-                b.last_scale_up_time = Some(Time(now));
+            let last = if decision.action == Action::ScaleUp {
+                &mut b.last_scale_up_time
             } else {
-                b.last_scale_down_time = Some(Time(now));
-            }
+                &mut b.last_scale_down_time
+            };
+            let previous_time = last.replace(Time(now));
+            // Settled by whoever evaluates next: its Event, or a correction (see
+            // `reconcile.rs`), should this process stop before the outcome is written.
+            b.in_flight = Some(InFlightScale {
+                action: decision.action.to_string(),
+                from: decision.from as i64,
+                to: decision.to as i64,
+                time: Time(now),
+                previous_time,
+            });
             // What a restarted controller compares with the StatefulSet: its own change is
             // not someone else's.
             b.current_replicas = decision.to as i32;
@@ -154,6 +164,31 @@ pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: T
             }
         }
         Action::Hold => {}
+    }
+}
+
+/// Corrects the record of a scale action that never reached the StatefulSet (the process
+/// stopped between recording it and its `/scale` patch): its decision becomes
+/// `Failed<Action>` saying why, and the scale time it replaced and the replicas before come
+/// back, so no cooldown counts from it and the unchanged replicas are no one else's doing.
+pub fn correct_unmade(status: &mut ScalingPolicyStatus, made: &InFlightScale, why: &str) {
+    if let Some(b) = status.brokers.as_mut() {
+        let last = if made.action == Action::ScaleUp.to_string() {
+            &mut b.last_scale_up_time
+        } else {
+            &mut b.last_scale_down_time
+        };
+        if last.as_ref() == Some(&made.time) {
+            *last = made.previous_time.clone();
+        }
+        b.current_replicas = made.from as i32;
+        b.in_flight = None;
+    }
+    if let Some(d) = status.decisions.iter_mut().find(|d| {
+        d.time == made.time && d.action == made.action && (d.from, d.to) == (made.from, made.to)
+    }) {
+        d.action = format!("Failed{}", made.action);
+        d.reason = crate::policy::bounded(&format!("{}; failed: {why}", d.reason), MESSAGE_MAX);
     }
 }
 
@@ -333,6 +368,40 @@ pub fn set_flapping(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_scale_that_never_happened_is_corrected_to_a_failure() {
+        let mut s = ScalingPolicyStatus::default();
+        let up = |from: u64, to: u64| Decision {
+            target: "statefulset/pulsar-broker".into(),
+            action: Action::ScaleUp,
+            from,
+            to,
+            reasons: vec!["load wants more".into()],
+            dry_run: false,
+        };
+        for (d, t) in [(up(2, 3), 0), (up(3, 4), 100)] {
+            log_decision(&mut s, &d, "ScaleUp", at(t));
+            mark_action(&mut s, &d, at(t));
+        }
+        let made = s.brokers.as_ref().unwrap().in_flight.clone().unwrap();
+        assert_eq!(
+            (made.action.as_str(), made.from, made.to),
+            ("ScaleUp", 3, 4)
+        );
+        assert_eq!(made.previous_time, Some(Time(at(0))));
+        assert_eq!(s.brokers.as_ref().unwrap().current_replicas, 4);
+        correct_unmade(&mut s, &made, "not carried out");
+        let b = s.brokers.as_ref().unwrap();
+        // The cooldown counts from the scale-up that happened; replicas are as before.
+        assert_eq!(b.last_scale_up_time, Some(Time(at(0))));
+        assert_eq!((b.current_replicas, b.in_flight.is_none()), (3, true));
+        let actions: Vec<&str> = s.decisions.iter().map(|d| d.action.as_str()).collect();
+        assert_eq!(actions, ["FailedScaleUp", "ScaleUp"]);
+        assert!(s.decisions[0].reason.ends_with("; failed: not carried out"));
+        // The rate limiter no longer counts it either.
+        assert_eq!(recent_actions(&s, at(200)).len(), 1);
+    }
 
     #[test]
     fn flapping_turns_true_once_and_says_what_is_held() {

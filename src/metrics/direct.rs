@@ -19,7 +19,7 @@ use super::kubelet::{VolumeUsage, fetch_summary};
 use super::preset::{Preset, Role};
 use super::rates::Rates;
 use super::response::Point;
-use super::source::{Grouped, MetricsSource, ObjectKey};
+use super::source::{CustomValue, Grouped, MetricsSource, ObjectKey};
 
 /// A pod to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,7 +379,7 @@ impl MetricsSource for DirectSource {
         &'a self,
         query: &'a str,
         _at: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<Point>, MetricsError>> {
+    ) -> BoxFuture<'a, Result<Option<CustomValue>, MetricsError>> {
         Box::pin(async move {
             Err(MetricsError::Unsupported(format!(
                 "custom query {query:?} needs a Prometheus or VictoriaMetrics source; Direct mode reads the presets only"

@@ -25,7 +25,7 @@ pub use preset::{Preset, Role};
 pub use prometheus::{Flavor, PrometheusSource};
 pub use response::{Point, QueryResult};
 pub use round::{PolicyReadings, Reading, Target, collect};
-pub use source::{Grouped, MetricsSource};
+pub use source::{CustomValue, Grouped, MetricsSource};
 
 use crate::api::SourceType;
 use crate::policy::Source;

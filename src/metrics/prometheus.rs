@@ -8,7 +8,7 @@
 //! which is simply part of the configured URL; a scalar expression comes back as a one-element
 //! vector rather than a scalar, which a Custom metric sums to the same value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
@@ -19,7 +19,7 @@ use super::error::MetricsError;
 use super::http::HttpClient;
 use super::preset::{FIELD, Preset};
 use super::response::{self, Point, QueryResult};
-use super::source::{Grouped, MetricsSource};
+use super::source::{CustomValue, Grouped, MetricsSource};
 
 /// Which server speaks the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,15 +177,25 @@ impl MetricsSource for PrometheusSource {
         &'a self,
         query: &'a str,
         at: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<Point>, MetricsError>> {
+    ) -> BoxFuture<'a, Result<Option<CustomValue>, MetricsError>> {
         Box::pin(async move {
             match self.query(query, at).await? {
-                QueryResult::Scalar(p) => Ok(Some(p)),
+                QueryResult::Scalar(point) => Ok(Some(CustomValue {
+                    point,
+                    pods: BTreeSet::new(),
+                })),
                 QueryResult::Vector(v) if v.is_empty() => Ok(None),
                 QueryResult::Vector(v) => {
                     let at = v.iter().map(|s| s.point.at).min().unwrap_or(at);
                     let value = v.iter().map(|s| s.point.value).sum();
-                    Ok(Some(Point { value, at }))
+                    let pods = v
+                        .iter()
+                        .filter_map(|s| s.labels.get("pod").cloned())
+                        .collect();
+                    Ok(Some(CustomValue {
+                        point: Point { value, at },
+                        pods,
+                    }))
                 }
                 QueryResult::Matrix(_) => Err(MetricsError::Unsupported(format!(
                     "custom query {query:?} returns a range vector; use an instant expression such as sum(rate(x[1m]))"

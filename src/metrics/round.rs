@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use super::error::MetricsError;
 use super::preset::{Placeholders, Preset, Reduce, render};
 use super::response::Point;
-use super::source::{Grouped, MetricsSource};
+use super::source::{CustomValue, Grouped, MetricsSource};
 use crate::decide::{Sample, elapsed};
 use crate::policy::Policy;
 
@@ -128,7 +128,7 @@ pub async fn collect(
     let (presets, custom) = futures::join!(source.fetch(&plan.presets, now), custom);
     let presets: BTreeMap<Preset, Result<Grouped, MetricsError>> =
         plan.presets.iter().copied().zip(presets).collect();
-    let custom: BTreeMap<&str, Result<Option<Point>, MetricsError>> =
+    let custom: BTreeMap<&str, Result<Option<CustomValue>, MetricsError>> =
         plan.custom.iter().map(String::as_str).zip(custom).collect();
     targets
         .iter()
@@ -140,7 +140,7 @@ pub async fn collect(
 pub fn split(
     t: &Target<'_>,
     presets: &BTreeMap<Preset, Result<Grouped, MetricsError>>,
-    custom: &BTreeMap<&str, Result<Option<Point>, MetricsError>>,
+    custom: &BTreeMap<&str, Result<Option<CustomValue>, MetricsError>>,
     source: &str,
     now: Timestamp,
 ) -> PolicyReadings {
@@ -176,12 +176,7 @@ pub fn split(
                     None => Reading::missing("Custom metric without a query"),
                     Some(Err(e)) => Reading::missing(e),
                     Some(Ok(q)) => match custom.get(q.as_str()) {
-                        Some(Ok(Some(p))) => usable(p, max_staleness, now)
-                            .map(|s| Reading {
-                                sample: Some(s),
-                                problem: None,
-                            })
-                            .unwrap_or_else(Reading::missing),
+                        Some(Ok(Some(c))) => custom_reading(c, &b.stateful_set, max_staleness, now),
                         Some(Ok(None)) => Reading::missing(format!("query {q} returned no series")),
                         Some(Err(e)) => {
                             note(&m.name, e);
@@ -223,6 +218,29 @@ pub fn split(
         }
     }
     out
+}
+
+/// A Custom answer as a reading. A per-pod query (`sum by (pod) (…)`) names the brokers that
+/// reported, so one whose series vanished makes the value partial (scale-up only) rather than
+/// a smaller total taken as complete; an answer whose series name none of the StatefulSet's
+/// pods carries no count.
+fn custom_reading(
+    c: &CustomValue,
+    statefulset: &str,
+    max_staleness: Duration,
+    now: Timestamp,
+) -> Reading {
+    match usable(&c.point, max_staleness, now) {
+        Ok(mut s) => {
+            let n = c.pods.iter().filter(|p| pod_of(p, statefulset)).count();
+            s.reporting = (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
+            Reading {
+                sample: Some(s),
+                problem: None,
+            }
+        }
+        Err(why) => Reading::missing(why),
+    }
 }
 
 /// The bookie's own usage of the ledger directory a claim holds: claims of a template whose
@@ -458,9 +476,12 @@ spec:
         let mut custom = BTreeMap::new();
         custom.insert(
             query,
-            Ok(Some(Point {
-                value: 5.0,
-                at: at(0),
+            Ok(Some(CustomValue {
+                point: Point {
+                    value: 5.0,
+                    at: at(0),
+                },
+                pods: BTreeSet::new(),
             })),
         );
         let r = split(&t, &presets, &custom, "test", at(101));
@@ -540,6 +561,40 @@ spec:
             plan.custom,
             vec![r#"sum(b{namespace="pulsar"})"#.to_string()]
         );
+    }
+
+    #[test]
+    fn a_per_pod_custom_query_counts_the_brokers_that_reported() {
+        let p = policy("2m");
+        let t = Target {
+            namespace: "pulsar",
+            name: "p",
+            policy: &p,
+        };
+        let query = r#"sum(b{namespace="pulsar"})"#;
+        let answer = |pods: &[&str]| {
+            let mut custom = BTreeMap::new();
+            custom.insert(
+                query,
+                Ok(Some(CustomValue {
+                    point: Point {
+                        value: 300.0,
+                        at: at(0),
+                    },
+                    pods: pods.iter().map(|p| p.to_string()).collect(),
+                })),
+            );
+            split(&t, &BTreeMap::new(), &custom, "test", at(1)).brokers[2]
+                .sample
+                .unwrap()
+        };
+        // `sum by (pod)` over three brokers, one of whose series has gone: two reported.
+        let s = answer(&["pulsar-broker-0", "pulsar-broker-2", "pulsar-proxy-0"]);
+        assert_eq!((s.value, s.reporting), (300.0, Some(2)));
+        // A plain `sum(...)` names no pod: no count, as before.
+        assert_eq!(answer(&[]).reporting, None);
+        // Series of other pods only: no count either (they say nothing about the brokers).
+        assert_eq!(answer(&["bookie-0", "pulsar-proxy-1"]).reporting, None);
     }
 
     #[test]

@@ -140,7 +140,7 @@ async fn every_preset_matches_the_ground_truth_from_every_source() {
             }
         }
         let p = s.custom("1 + 1", Timestamp::now()).await.unwrap();
-        assert_eq!(p.map(|p| p.value), Some(2.0));
+        assert_eq!(p.map(|p| p.point.value), Some(2.0));
         let end = Timestamp::now();
         let start = end - jiff::SignedDuration::from_secs(3);
         let r = s

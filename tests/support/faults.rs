@@ -31,6 +31,11 @@ pub enum Fault {
     Hang,
     /// Forward, and rewrite the answer's body.
     Rewrite(Arc<dyn Fn(&str) -> String + Send + Sync>),
+    /// Answer 401 unless the `Authorization` header is exactly this; forward when it is.
+    RequireAuthorization(String),
+    /// Answer 200 with a JSON opening followed by spaces that never end; the server never
+    /// sees the request.
+    Endless,
 }
 
 /// One rule: a method (any when empty), a path fragment, the fault, and how many requests it
@@ -189,6 +194,8 @@ fn name(f: Option<&Fault>) -> &'static str {
         Some(Fault::HoldResponse) => "hold_response",
         Some(Fault::Hang) => "hang",
         Some(Fault::Rewrite(_)) => "rewrite",
+        Some(Fault::RequireAuthorization(_)) => "require_authorization",
+        Some(Fault::Endless) => "endless",
     }
 }
 
@@ -230,6 +237,28 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
                 .status(*code)
                 .header("content-type", "application/json")
                 .body(Body::from(*body))
+                .unwrap();
+        }
+        Some(Fault::RequireAuthorization(want)) => {
+            let got = request.headers().get("authorization");
+            if got.and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+                return Response::builder()
+                    .status(401)
+                    .body(Body::from("unauthorized"))
+                    .unwrap();
+            }
+        }
+        Some(Fault::Endless) => {
+            let opening = Bytes::from_static(
+                br#"{"status":"success","data":{"resultType":"vector","result":["#,
+            );
+            let spaces = Bytes::from(vec![b' '; 1 << 20]);
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(opening) })
+                .chain(futures::stream::repeat_with(move || Ok(spaces.clone())));
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
                 .unwrap();
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,

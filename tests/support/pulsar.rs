@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -76,6 +78,9 @@ pub struct Pulsar {
     pub scrape: String,
     /// Kubeconfig of the controller's ServiceAccount, bound by `deploy/rbac.yaml`.
     pub controller_kubeconfig: PathBuf,
+    /// While true (the default) the sync loop completes every claim resize, as a CSI resizer
+    /// would; a test sets it false to give a claim a capacity of its own.
+    pub resizer: Arc<AtomicBool>,
     sync: JoinHandle<()>,
 }
 
@@ -214,7 +219,8 @@ impl Pulsar {
             pulsar_autoscaler::emulator::scrape_config(&monitoring::state(&emu).await, "1s");
         let mut prom = monitoring::prometheus(&scrape, None);
         monitoring::ready(&mut prom, "/-/ready", &monitoring::client()).await;
-        let sync = tokio::spawn(sync_loop(admin.clone(), emu.control_url()));
+        let resizer = Arc::new(AtomicBool::new(true));
+        let sync = tokio::spawn(sync_loop(admin.clone(), emu.control_url(), resizer.clone()));
         let pulsar = Pulsar {
             api,
             admin,
@@ -222,6 +228,7 @@ impl Pulsar {
             prom,
             scrape,
             controller_kubeconfig,
+            resizer,
             sync,
         };
         pulsar.wait_for_series().await;
@@ -418,7 +425,7 @@ async fn bind_claim(admin: &Client, name: &str, class: &str, gi: u64) {
 
 /// Keeps the emulator in step with the API server: broker count from the StatefulSet, claim
 /// capacity from completed resizes (which it completes itself, as a CSI resizer would).
-async fn sync_loop(admin: Client, control: String) {
+async fn sync_loop(admin: Client, control: String, resizer: Arc<AtomicBool>) {
     let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), NS);
     let http = monitoring::client();
@@ -453,7 +460,7 @@ async fn sync_loop(admin: Client, control: String) {
                     continue;
                 };
                 let bytes = pulsar_autoscaler::quantity::parse_bytes(&want.0).unwrap_or(0);
-                if want != have {
+                if want != have && resizer.load(Ordering::SeqCst) {
                     let status = json!({"status": {"capacity": {"storage": want}}});
                     let _ = pvcs
                         .patch_status(
@@ -539,6 +546,15 @@ impl Controller {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// A line of `/proc/<pid>/status` such as `VmHWM` (peak resident memory), when running.
+    pub fn proc_status(&self, field: &str) -> Option<String> {
+        let pid = self.child.as_ref()?.id();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        text.lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
     }
 
     /// The controller's own `/metrics` text, empty when unreachable.

@@ -713,6 +713,8 @@ impl Run<'_> {
         };
         if patched.is_err() {
             self.status = before;
+        } else if let Some(b) = self.status.brokers.as_mut() {
+            b.in_flight = None;
         }
         match patched {
             Ok(()) => {
@@ -724,6 +726,7 @@ impl Run<'_> {
                 )
                 .await;
                 self.count_decision("ScaleDown", "applied");
+                self.write_settled().await;
                 self.drain_ended(&drain, "drained");
                 self.drain_gauge(None);
                 Ok(DrainRound {
