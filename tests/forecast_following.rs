@@ -1,6 +1,7 @@
-//! Flap damping follows a swing in one large step each way: down once the crest has passed and
-//! the scale-down window allows a step of at least a third of the swing, up to the flap level
-//! from the swing's middle (or at once when the load is already beyond tolerance).
+//! Flap damping follows a swing in one step each way: down to the swing's low step (a third of
+//! the way from the hour's trough up to the flap level) once the crest has passed and the
+//! scale-down window allows that far, and no further; up to the flap level from the low step
+//! (or at once when the load is already beyond tolerance).
 
 use std::time::Duration;
 
@@ -120,7 +121,7 @@ fn once_the_crest_has_passed_the_swing_is_followed_down_in_one_step() {
     assert!(
         with.decision
             .reason()
-            .contains("crest has passed: following the swing down to 6 in one step"),
+            .contains("crest has passed: following the swing down to its low step, 6, in one step"),
         "{}",
         with.decision.reason()
     );
@@ -146,9 +147,9 @@ fn before_the_crest_has_passed_the_level_is_held() {
 }
 
 #[test]
-fn a_step_smaller_than_a_third_of_the_swing_is_not_followed() {
-    // The hour's troughs asked for 2, so a step must remove ceil((10 - 2) / 3) = 3 brokers; the
-    // window allows 10 → 8 only, which the next rise would take back.
+fn a_step_that_does_not_reach_the_swings_low_step_is_not_followed() {
+    // The hour's troughs asked for 2, so the low step is 2 + 8 / 3 = 4; the window allows
+    // 10 → 8 only, which the next rise would take back.
     let (with, without) = once(&swinging(2, 900, 8), 10, 500.0);
     assert_eq!(
         (without.decision.action, without.decision.to),
@@ -160,6 +161,26 @@ fn a_step_smaller_than_a_third_of_the_swing_is_not_followed() {
         "{}",
         with.decision.reason()
     );
+}
+
+#[test]
+fn a_step_below_the_swings_low_step_is_held_not_followed() {
+    // The low step is 6 (trough 5, level 10). On 7 brokers the load now needs 5 and the window
+    // allows 7 → 5: below the low step, so it is held (a step to the trough would be followed
+    // by steps up below the low step, three actions or more a swing); 7 → 6 removes one broker,
+    // not a swing's worth.
+    let (with, without) = once(&swinging(5, 900, 5), 7, 500.0);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleDown, 5)
+    );
+    assert_eq!(
+        with.decision.action,
+        Action::Hold,
+        "{}",
+        with.decision.reason()
+    );
+    assert!(with.holding);
 }
 
 /// [`swinging`] at a trough of 5 brokers after a scale-down, with four earlier samples rising by `per_step` every

@@ -314,10 +314,11 @@ fn recommend(
 /// flap window's load within tolerance): the swings seen come back, and one action that meets
 /// them replaces several that follow each rise.
 ///
-/// When only the forecast asks for more, the jump waits for the middle of the swing up (halfway
-/// between the hour's lowest recommendation and the level): on a slow rise, a jump at its first
-/// forecast would pay the crest's brokers through the whole rise. Load already beyond tolerance
-/// (`plain` above `current`) jumps at once.
+/// When only the forecast asks for more, the jump waits until it asks for more than the swing's
+/// low step ([`swing_low`]): on a slow rise from a trough, a jump at its first forecast would
+/// pay the crest's brokers through the whole rise; from the low step, where a swing is followed
+/// down to, the first forecast jumps, so a swing is one step each way. Load already beyond
+/// tolerance (`plain` above `current`) jumps at once.
 fn flap_raise(inputs: &BrokerInputs<'_>, plain: u32, raw: u32, reasons: &mut Vec<String>) -> u32 {
     let previous = &inputs.memory.ahead;
     let window = flap_window(inputs.policy);
@@ -327,7 +328,7 @@ fn flap_raise(inputs: &BrokerInputs<'_>, plain: u32, raw: u32, reasons: &mut Vec
                 && raw > inputs.current
                 && level > raw
                 && (plain > inputs.current
-                    || raw >= swing_middle(inputs.memory, inputs.now, level)) =>
+                    || raw > swing_low(inputs.memory, inputs.now, level)) =>
         {
             reasons.push(format!(
                 "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
@@ -380,39 +381,43 @@ fn flap_window(policy: &BrokerPolicy) -> Duration {
     flap::FLAP_WINDOW.max(policy.scale_down.window)
 }
 
-/// Halfway between the lowest recommendation of the flap window (the troughs) and the flap
-/// `level` (what the crests need).
-fn swing_middle(memory: &BrokerMemory, now: Timestamp, level: u32) -> u32 {
+/// The swing's low step: a third of the way from the lowest recommendation of the flap window
+/// (the troughs) up to the flap `level` (what the crests need). With one step down and one up
+/// per swing, the broker-hours saved are (level − step) × the time the load stays below the
+/// step; on a sine that product is largest about a third of the way up (at the middle it is
+/// half the time for half the swing, at the trough nothing), and the window's lag before the
+/// step favours a low one.
+fn swing_low(memory: &BrokerMemory, now: Timestamp, level: u32) -> u32 {
     let trough = memory
         .range_within(now, flap::FLAP_WINDOW)
         .map_or(level, |(lo, _)| lo.min(level));
-    trough + (level - trough) / 2
+    trough + (level - trough) / 3
 }
 
-/// While flapping, whether the scale-down the window allows (to `window_ceiling`) follows the
-/// swing down instead of holding the flap `level`: only once the crest has passed (the load now
-/// needs [`flap::MIN_SWING`] fewer brokers than the highest level since the last scale-up), well
-/// below the level, and as one large step: at least a third of the hour's swing (from the level
-/// down to the lowest recommendation), never less than [`flap::MIN_SWING`]. Smaller steps would
-/// be the next swing's scale-up; a trough that long is worth its two actions.
+/// While flapping, where a scale-down follows the swing down instead of holding the flap
+/// `level`: to the swing's low step ([`swing_low`]), once the crest has passed (the load now
+/// needs [`flap::MIN_SWING`] fewer brokers than the highest level since the last scale-up) and
+/// the scale-down window allows that far (its ceiling `window_ceiling` is at or below the low
+/// step). `None` otherwise. One step a swing: from the low step the next one is the scale-up
+/// that [`flap_raise`] makes straight to the level, and no step down follows from it (a trough
+/// below it is held). Following the window further, a few brokers at a time as it allowed,
+/// took three steps each way on long swings.
 fn follows_swing_down(
     inputs: &BrokerInputs<'_>,
     memory: &BrokerMemory,
     level: u32,
     window_ceiling: u32,
-) -> bool {
+) -> Option<u32> {
     let BrokerInputs {
         policy,
         current,
         now,
         ..
     } = *inputs;
-    let Some(&(noted, needed_now)) = memory.ahead.levels.last() else {
-        return false;
-    };
+    let &(noted, needed_now) = memory.ahead.levels.last()?;
     if noted != now {
         // No usable load now: nothing says the crest has passed.
-        return false;
+        return None;
     }
     let since_up = inputs
         .memory
@@ -420,13 +425,12 @@ fn follows_swing_down(
         .map_or(flap_window(policy), |t| elapsed(now, t));
     let crest = memory.ahead.level_within(now, since_up).unwrap_or(0);
     let past_crest = crest >= needed_now.saturating_add(flap::MIN_SWING);
-    let trough = memory
-        .range_within(now, flap::FLAP_WINDOW)
-        .map_or(level, |(lo, _)| lo.min(level));
-    let step = (level - trough).div_ceil(3).max(flap::MIN_SWING);
-    past_crest
-        && window_ceiling.saturating_add(flap::MIN_SWING) <= level
-        && current >= window_ceiling.saturating_add(step)
+    let low = swing_low(memory, now, level);
+    (past_crest
+        && window_ceiling <= low
+        && low.saturating_add(flap::MIN_SWING) <= level
+        && current >= low.saturating_add(flap::MIN_SWING))
+    .then_some(low)
 }
 
 /// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
@@ -478,6 +482,7 @@ fn stabilize(
     let holding = ahead.is_some() && memory.ahead.holding;
     let mut down_ceiling = window_ceiling;
     let mut flap_message = None;
+    let mut following = false;
     if holding {
         let level = memory
             .ahead
@@ -490,10 +495,11 @@ fn stabilize(
         // target, and one made within tolerance is just the replicas of that moment; the level
         // is what the swings need.
         down_ceiling = window_ceiling.max(level);
-        if follows_swing_down(inputs, memory, level, window_ceiling) {
-            down_ceiling = window_ceiling;
+        if let Some(low) = follows_swing_down(inputs, memory, level, window_ceiling) {
+            down_ceiling = low;
+            following = true;
             reasons.push(format!(
-                "load is flapping and its crest has passed: following the swing down to {window_ceiling} in one step (the scale-down window allows it; {level} held otherwise)"
+                "load is flapping and its crest has passed: following the swing down to its low step, {low}, in one step (the scale-down window allows {window_ceiling}; {level} held otherwise)"
             ));
         }
     }
@@ -512,7 +518,9 @@ fn stabilize(
                 "scale-down stabilization window {}: highest recommendation in it is {window_ceiling}",
                 units::duration(policy.scale_down.window)
             ));
-            if let Some(message) = flap_message.filter(|_| down_ceiling > window_ceiling) {
+            if let Some(message) =
+                flap_message.filter(|_| down_ceiling > window_ceiling && !following)
+            {
                 reasons.push(message);
             }
         }
