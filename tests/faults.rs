@@ -710,4 +710,39 @@ async fn a_custom_metric_missing_a_broker_never_scales_down() {
     prom_proxy.clear();
     p.set_load(0.5).await;
     wait_replicas(&p, 2).await;
+
+    // The same total as a plain `sum(...)`: no pod label, so no broker count. It is used as
+    // complete, and both the metric and the condition say that a missing broker is not seen.
+    let plain = r#"sum(pulsar_broker_throughput_in{namespace="{{namespace}}"}) + sum(pulsar_broker_throughput_out{namespace="{{namespace}}"})"#;
+    p.patch_policy(
+        "brokers",
+        json!({"spec": {"brokers": {"metrics": [
+            {"type": "Custom", "name": "traffic", "targetPerBroker": "60Mi", "query": plain}
+        ]}}}),
+    )
+    .await;
+    let message = eventually("the condition warns of the unknown count", 240, || async {
+        match condition(&p.policy("brokers").await, "MetricsAvailable") {
+            Some((status, _, message))
+                if status == "True" && message.contains("broker count unknown for traffic") =>
+            {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains("sum by (pod)"), "{message}");
+    let sp = p.policy("brokers").await;
+    let m = sp
+        .status
+        .and_then(|s| s.brokers)
+        .and_then(|b| b.metrics.first().cloned());
+    assert!(
+        m.as_ref().is_some_and(|m| m.value.is_some()
+            && m.problem
+                .as_deref()
+                .is_some_and(|p| p.contains("broker count unknown"))),
+        "{m:?}"
+    );
 }

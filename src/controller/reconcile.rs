@@ -30,6 +30,7 @@ use crate::decide::{
 };
 use crate::guard::{self, Verdict};
 use crate::metrics::PolicyReadings;
+use crate::metrics::round::COUNT_UNKNOWN;
 use crate::policy::{self, Policy};
 use crate::quantity;
 use crate::telemetry::{
@@ -355,6 +356,19 @@ fn span(decision: &Decision) -> String {
     } else {
         format!("{} {} → {}", decision.target, decision.from, decision.to)
     }
+}
+
+/// For each of `n` broker metrics, whether its reading is a Custom total that names no broker
+/// pod (see [`COUNT_UNKNOWN`]).
+fn count_unknown(readings: &PolicyReadings, n: usize) -> Vec<bool> {
+    (0..n)
+        .map(|i| {
+            readings
+                .brokers
+                .get(i)
+                .is_some_and(|r| r.problem.as_deref() == Some(COUNT_UNKNOWN))
+        })
+        .collect()
 }
 
 /// The Ready=False reason and message: a failed call names its kind (a missing target is
@@ -855,13 +869,17 @@ impl Run<'_> {
             metrics: outcome
                 .metrics
                 .iter()
-                .map(|m| MetricStatus {
+                .zip(count_unknown(readings, outcome.metrics.len()))
+                .map(|(m, unknown)| MetricStatus {
                     name: m.name.clone(),
                     value: m.value,
                     target: m.target,
                     proposed_replicas: m.proposed_replicas.map(|r| r as i32),
                     observed_at: m.observed_at.map(Time),
-                    problem: m.problem.clone(),
+                    problem: m
+                        .problem
+                        .clone()
+                        .or_else(|| unknown.then(|| COUNT_UNKNOWN.to_string())),
                 })
                 .collect(),
             ..BrokerStatus::default()
@@ -995,6 +1013,22 @@ impl Run<'_> {
                 format!("replicas hold; no usable metric: {}{errors}", p.join("; ")),
             ),
             Availability::NotEvaluated => (false, "NotEvaluated", "not evaluated".to_string()),
+        };
+        let unknown: Vec<&str> = outcome
+            .metrics
+            .iter()
+            .zip(count_unknown(readings, outcome.metrics.len()))
+            .filter(|(m, unknown)| *unknown && m.value.is_some())
+            .map(|(m, _)| m.name.as_str())
+            .collect();
+        let message = if unknown.is_empty() {
+            message
+        } else {
+            format!(
+                "{message}; broker count unknown for {} (no pod label in the answer: a missing \
+                 broker is not seen; group the query with sum by (pod))",
+                unknown.join(", ")
+            )
         };
         self.condition(kind::METRICS_AVAILABLE, value, reason, &message);
         self.ctx
