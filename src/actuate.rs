@@ -154,6 +154,30 @@ pub async fn expand(
     Ok(())
 }
 
+/// A claim's `spec.resources.requests.storage` in bytes, read fresh from the API server
+/// (`None` when absent or not a quantity). A list by name: the role has no `get` on claims.
+pub async fn requested(
+    api: &Api<PersistentVolumeClaim>,
+    name: &str,
+) -> Result<Option<u64>, ActuateError> {
+    let what = format!("list persistentvolumeclaims/{name}");
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    let claim = api
+        .list(&params)
+        .await
+        .map_err(|e| ActuateError::from_kube(&what, e))?
+        .items
+        .into_iter()
+        .next()
+        .ok_or(ActuateError::NotFound { what })?;
+    Ok(claim
+        .spec
+        .and_then(|s| s.resources)
+        .and_then(|r| r.requests)
+        .and_then(|r| r.get("storage").cloned())
+        .and_then(|q| quantity::parse_bytes(&q.0).ok()))
+}
+
 /// Writes the whole status by server-side apply; the controller owns every status field.
 pub async fn apply_status(
     api: &Api<ScalingPolicy>,

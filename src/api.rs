@@ -702,20 +702,20 @@ pub struct BrokerStatus {
     pub in_flight: Option<InFlightScale>,
 }
 
-/// A scale action between its record and its outcome.
+/// A scale action or claim expansion between its record and its outcome.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InFlightScale {
-    /// `ScaleUp` or `ScaleDown`.
+    /// `ScaleUp`, `ScaleDown` or `Expand`.
     pub action: String,
-    /// Replicas before.
+    /// Replicas (or the claim's requested bytes) before.
     pub from: i64,
-    /// Replicas after.
+    /// Replicas (or the claim's requested bytes) after.
     pub to: i64,
     /// When it was decided: the time of its decision record.
     pub time: Time,
-    /// The scale time of the same direction that the record replaced, put back if the action
-    /// turns out not to have happened.
+    /// The scale time of the same direction (or the claim's last expansion time) that the
+    /// record replaced, put back if the action turns out not to have happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_time: Option<Time>,
 }
@@ -929,6 +929,10 @@ pub struct VolumeStatus {
     /// Last expansion actually made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_expand_time: Option<Time>,
+    /// An expansion recorded before its claim patch and not yet settled (`from`/`to` in
+    /// bytes); settled by whoever evaluates next as for `brokers.inFlight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightScale>,
 }
 
 /// One decision, as kept in the status log.

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use pulsar_autoscaler::api::{DecisionRecord, ScalingPolicy};
 use serde_json::json;
 use support::faults::{Fault, Proxy, Rule};
 use support::monitoring::{self, eventually};
-use support::pulsar::{Controller, Pulsar, Shape};
+use support::pulsar::{Pulsar, Shape, controller_via, counter, leads, wait_leads};
 
 const NS: &str = "pulsar";
 
@@ -93,60 +92,6 @@ async fn wait_replicas(p: &Pulsar, want: u32) {
         }
     })
     .await;
-}
-
-async fn leads(c: &Controller) -> Option<f64> {
-    let text = c.metrics().await;
-    text.lines()
-        .find(|l| l.starts_with("pulsar_autoscaler_leader "))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
-async fn wait_leads(c: &Controller, who: &str, want: f64) {
-    eventually(&format!("{who} leader={want}"), 480, || async {
-        match leads(c).await {
-            Some(v) if v == want => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-}
-
-/// The controller's kubeconfig with the API server's address replaced by `url` (plain HTTP to
-/// the proxy, which speaks TLS to the API server).
-fn kubeconfig_via(p: &Pulsar, url: &str, file: &str) -> PathBuf {
-    let text = std::fs::read_to_string(&p.controller_kubeconfig).expect("controller kubeconfig");
-    let rewritten: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("certificate-authority"))
-        .map(|l| {
-            if l.trim_start().starts_with("server:") {
-                format!("    server: {url}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = p.api.dir().join(file);
-    std::fs::write(&path, rewritten).expect("writing kubeconfig");
-    path
-}
-
-/// A controller whose every API call goes through `proxy`.
-async fn controller_via(p: &Pulsar, identity: &str) -> (Controller, Proxy) {
-    let proxy = Proxy::start(p.api.url(), Some(&p.api.dir().join("ca.crt"))).await;
-    let kubeconfig = kubeconfig_via(p, &proxy.url, &format!("{identity}-proxy.kubeconfig"));
-    let c = Controller::start(
-        &kubeconfig,
-        identity,
-        p.api.dir().join(format!("{identity}.log")),
-        monitoring::free_port(),
-    );
-    (c, proxy)
 }
 
 const SCALE: &str = "/statefulsets/pulsar-broker/scale";
@@ -233,14 +178,6 @@ async fn a_kill_between_action_and_answer_leaves_the_action_recorded_and_not_rep
     // No Conflict: the new controller recognises the first change as one of its own kind.
     let (reason, _) = wait_condition(&p, "brokers", "Conflict", "False").await;
     assert_eq!(reason, "NoConflict");
-}
-
-/// The sum of a counter's series whose labels include all of `labels`.
-fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,4 +710,39 @@ async fn a_custom_metric_missing_a_broker_never_scales_down() {
     prom_proxy.clear();
     p.set_load(0.5).await;
     wait_replicas(&p, 2).await;
+
+    // The same total as a plain `sum(...)`: no pod label, so no broker count. It is used as
+    // complete, and both the metric and the condition say that a missing broker is not seen.
+    let plain = r#"sum(pulsar_broker_throughput_in{namespace="{{namespace}}"}) + sum(pulsar_broker_throughput_out{namespace="{{namespace}}"})"#;
+    p.patch_policy(
+        "brokers",
+        json!({"spec": {"brokers": {"metrics": [
+            {"type": "Custom", "name": "traffic", "targetPerBroker": "60Mi", "query": plain}
+        ]}}}),
+    )
+    .await;
+    let message = eventually("the condition warns of the unknown count", 240, || async {
+        match condition(&p.policy("brokers").await, "MetricsAvailable") {
+            Some((status, _, message))
+                if status == "True" && message.contains("broker count unknown for traffic") =>
+            {
+                Ok(message)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains("sum by (pod)"), "{message}");
+    let sp = p.policy("brokers").await;
+    let m = sp
+        .status
+        .and_then(|s| s.brokers)
+        .and_then(|b| b.metrics.first().cloned());
+    assert!(
+        m.as_ref().is_some_and(|m| m.value.is_some()
+            && m.problem
+                .as_deref()
+                .is_some_and(|p| p.contains("broker count unknown"))),
+        "{m:?}"
+    );
 }

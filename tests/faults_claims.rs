@@ -7,16 +7,16 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use pulsar_autoscaler::api::{ScalingPolicy, VolumeStatus};
+use pulsar_autoscaler::api::{InFlightScale, ScalingPolicy, VolumeStatus};
 use serde_json::json;
 use support::faults::{Fault, Proxy, Rule};
 use support::monitoring::eventually;
-use support::pulsar::{NS, Pulsar, Shape};
+use support::pulsar::{NS, Pulsar, Shape, controller_via, counter, wait_leads};
 
 /// 50Gi ledgers at 70 % with a 50 % threshold: every evaluation wants to grow them.
 const DISKS: &str = r#"
@@ -284,4 +284,153 @@ async fn a_usage_sample_older_than_the_last_expansion_grows_nothing() {
         }
     })
     .await;
+}
+
+/// The claim patch's path, as the proxy sees it.
+const CLAIM_PATCH: &str = "/persistentvolumeclaims/ledgers-pulsar-bookie-0?";
+
+/// As [`DISKS`] with a cooldown longer than the test: any second growth would be inside it.
+fn slow_disks() -> String {
+    DISKS.replace("cooldown: 5s", "cooldown: 120s")
+}
+
+fn claim_in_flight(sp: &ScalingPolicy) -> Option<InFlightScale> {
+    volume(sp).and_then(|v| v.in_flight)
+}
+
+/// The claim's decisions, newest first, as (action, from, to).
+fn claim_log(sp: &ScalingPolicy) -> Vec<(String, i64, i64)> {
+    sp.status.as_ref().map_or_else(Vec::new, |s| {
+        s.decisions
+            .iter()
+            .filter(|d| d.target == format!("pvc/{LEDGERS}"))
+            .map(|d| (d.action.clone(), d.from, d.to))
+            .collect()
+    })
+}
+
+const GI: i64 = 1 << 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_expansion_and_its_answer_publishes_its_event_once() {
+    let p = Pulsar::start(shape()).await;
+    let (mut a, proxy) = controller_via(&p, "a").await;
+    wait_leads(&a, "a", 1.0).await;
+    // The API server applies the first claim patch; its answer never reaches the controller.
+    proxy.add(Rule::new("PATCH", CLAIM_PATCH, Fault::HoldResponse).times(1));
+    p.create_policy("disks", &slow_disks()).await;
+    eventually("the claim patch is held", 480, || async {
+        match proxy.held() {
+            1 => Ok(()),
+            n => Err(format!("{n} held")),
+        }
+    })
+    .await;
+    // Already applied, and recorded before the call, with the expansion named in flight.
+    assert_eq!(request(&p).await, "60Gi");
+    let sp = p.policy("disks").await;
+    assert_eq!(claim_log(&sp), [("Expand".into(), 50 * GI, 60 * GI)]);
+    let made = claim_in_flight(&sp).expect("the record names the expansion in flight");
+    assert_eq!((made.from, made.to), (50 * GI, 60 * GI));
+    a.kill();
+    proxy.release();
+
+    // The successor finds the claim at 60Gi: the expansion happened, so its Event and count,
+    // lost with a, are published once, and the cooldown counts from it.
+    let b = p.controller("b");
+    wait_leads(&b, "b", 1.0).await;
+    eventually("the in-flight record is settled", 480, || async {
+        match claim_in_flight(&p.policy("disks").await) {
+            None => Ok(()),
+            Some(m) => Err(format!("{m:?}")),
+        }
+    })
+    .await;
+    // A few evaluations (every 2 s) later: nothing repeated, nothing grown again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(request(&p).await, "60Gi", "grown again inside the cooldown");
+    let sp = p.policy("disks").await;
+    assert_eq!(claim_log(&sp), [("Expand".into(), 50 * GI, 60 * GI)]);
+    assert!(claim_in_flight(&sp).is_none());
+    let events = p.events("disks").await;
+    let expanded: Vec<_> = events.iter().filter(|e| e.0 == "Expanded").collect();
+    assert!(
+        expanded.len() == 1
+            && expanded[0].2 == "b"
+            && expanded[0]
+                .1
+                .contains("made before the previous controller stopped"),
+        "{events:?}"
+    );
+    let text = b.metrics().await;
+    let applied = ["action=\"Expand\"", "result=\"applied\""];
+    assert_eq!(
+        counter(&text, "pulsar_autoscaler_decisions_total", &applied),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_record_and_the_claim_patch_is_corrected_by_the_successor() {
+    let p = Pulsar::start(shape()).await;
+    let (mut a, proxy) = controller_via(&p, "a").await;
+    wait_leads(&a, "a", 1.0).await;
+    // The first claim patch never reaches the API server.
+    proxy.add(Rule::new("PATCH", CLAIM_PATCH, Fault::Hang).times(1));
+    p.create_policy("disks", &slow_disks()).await;
+    eventually("the claim patch hangs", 480, || async {
+        match proxy.count("PATCH", CLAIM_PATCH, "hang") {
+            1 => Ok(()),
+            n => Err(format!("{n} hanging")),
+        }
+    })
+    .await;
+    // Recorded before the call, which never happened.
+    let sp = p.policy("disks").await;
+    assert_eq!(claim_log(&sp), [("Expand".into(), 50 * GI, 60 * GI)]);
+    let made = claim_in_flight(&sp).expect("the record names the expansion in flight");
+    assert_eq!((made.from, made.to), (50 * GI, 60 * GI));
+    assert_eq!(request(&p).await, "50Gi");
+    a.kill();
+    let killed_at = Instant::now();
+
+    // The successor finds the claim at 50Gi: the record is corrected, and the claim grows at
+    // once instead of after the 120 s cooldown of an expansion that never happened.
+    let b = p.controller("b");
+    wait_leads(&b, "b", 1.0).await;
+    eventually("the successor grows the claim", 480, || async {
+        match request(&p).await.as_str() {
+            "60Gi" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    let acted = killed_at.elapsed().as_secs_f64();
+    assert!(acted < 60.0, "the successor waited {acted}s after the kill");
+    eprintln!("figure: kill before the claim patch: successor grew it {acted:.1}s after the kill");
+    let sp = p.policy("disks").await;
+    assert_eq!(
+        claim_log(&sp),
+        [
+            ("Expand".into(), 50 * GI, 60 * GI),
+            ("FailedExpand".into(), 50 * GI, 60 * GI)
+        ],
+        "{:#?}",
+        sp.status
+    );
+    let events = p.events("disks").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "ActionFailed" && e.1.contains("not carried out") && e.2 == "b"),
+        "{events:?}"
+    );
+    let text = b.metrics().await;
+    let failed = ["action=\"Expand\"", "result=\"failed\""];
+    assert_eq!(
+        counter(&text, "pulsar_autoscaler_decisions_total", &failed),
+        1.0,
+        "{text}"
+    );
 }

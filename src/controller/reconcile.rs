@@ -30,6 +30,7 @@ use crate::decide::{
 };
 use crate::guard::{self, Verdict};
 use crate::metrics::PolicyReadings;
+use crate::metrics::round::COUNT_UNKNOWN;
 use crate::policy::{self, Policy};
 use crate::quantity;
 use crate::telemetry::{
@@ -357,6 +358,19 @@ fn span(decision: &Decision) -> String {
     }
 }
 
+/// For each of `n` broker metrics, whether its reading is a Custom total that names no broker
+/// pod (see [`COUNT_UNKNOWN`]).
+fn count_unknown(readings: &PolicyReadings, n: usize) -> Vec<bool> {
+    (0..n)
+        .map(|i| {
+            readings
+                .brokers
+                .get(i)
+                .is_some_and(|r| r.problem.as_deref() == Some(COUNT_UNKNOWN))
+        })
+        .collect()
+}
+
 /// The Ready=False reason and message: a failed call names its kind (a missing target is
 /// `TargetNotFound`), otherwise the first reason the policy cannot do its job; every message.
 fn not_ready(problems: &[Error], not_ready: &[(&'static str, String)]) -> (&'static str, String) {
@@ -635,25 +649,26 @@ impl Run<'_> {
         Ok(stored)
     }
 
-    /// Settles a scale action that a process recorded and then stopped before writing its
-    /// outcome (found in the status after a restart or a takeover): a fresh `/scale` read
-    /// shows whether it happened. If it did, its Event and count are published now (once);
-    /// if replicas are still what it started from, the record is corrected (see
+    /// Settles an action that a process recorded and then stopped before writing its outcome
+    /// (found in the status after a restart or a takeover), given `now`, the replicas or claim
+    /// bytes read fresh: if it happened, its Event and count are published now (once); if the
+    /// target is still at what it started from, the record is corrected (see
     /// [`status::correct_unmade`]); anything else was someone else's change, which the
     /// conflict check that follows reports.
-    async fn settle_in_flight(
-        &mut self,
-        api: &Api<StatefulSet>,
-        stateful_set: &str,
-        made: &InFlightScale,
-    ) -> Result<(), Error> {
-        let (replicas, _) = actuate::scale_of(api, stateful_set).await?;
-        let span = format!("statefulset/{stateful_set} {} → {}", made.from, made.to);
-        if i64::from(replicas) == made.to {
+    async fn settle_in_flight(&mut self, made: &InFlightScale, target: &str, now: i64) {
+        let span = if made.action == Action::Expand.to_string() {
+            let bytes = |b: i64| crate::decide::units::bytes(b as f64);
+            format!("{target} {} → {}", bytes(made.from), bytes(made.to))
+        } else {
+            format!("{target} {} → {}", made.from, made.to)
+        };
+        if now == made.to {
             let done = if made.action == Action::ScaleUp.to_string() {
                 "ScaledUp"
-            } else {
+            } else if made.action == Action::ScaleDown.to_string() {
                 "ScaledDown"
+            } else {
+                "Expanded"
             };
             let reason = self
                 .status
@@ -670,16 +685,36 @@ impl Run<'_> {
             )
             .await;
             self.count_decision(&made.action, "applied");
-        } else if i64::from(replicas) == made.from {
-            let why = "not carried out: the controller stopped after recording it and before                        its /scale patch reached the API server";
+        } else if now == made.from {
+            let why = "not carried out: the controller stopped after recording it and before \
+                       its patch reached the API server";
             status::correct_unmade(&mut self.status, made, why);
             self.event(true, "ActionFailed", &made.action, format!("{span}: {why}"))
                 .await;
             self.count_decision(&made.action, "failed");
-            return Ok(());
+            return;
         }
-        if let Some(b) = self.status.brokers.as_mut() {
-            b.in_flight = None;
+        status::settle(&mut self.status, made);
+    }
+
+    /// Settles the in-flight expansions of the policy's claims (see [`Self::settle_in_flight`]),
+    /// each from a fresh read of the claim; a claim that is gone has nothing to settle.
+    async fn settle_claims(&mut self) -> Result<(), Error> {
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for (claim, made) in status::in_flight(&self.status) {
+            let Some(claim) = claim else { continue };
+            match actuate::requested(&api, &claim).await {
+                Ok(bytes) => {
+                    let now = bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+                    self.settle_in_flight(&made, &format!("pvc/{claim}"), now)
+                        .await;
+                }
+                Err(actuate::ActuateError::NotFound { .. }) => {
+                    status::settle(&mut self.status, &made)
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -697,8 +732,10 @@ impl Run<'_> {
             .as_ref()
             .and_then(|b| b.in_flight.clone())
         {
-            self.settle_in_flight(&api, &brokers.stateful_set, &made)
-                .await?;
+            let (replicas, _) = actuate::scale_of(&api, &brokers.stateful_set).await?;
+            let target = format!("statefulset/{}", brokers.stateful_set);
+            self.settle_in_flight(&made, &target, i64::from(replicas))
+                .await;
         }
         let current = self.replicas(&api, &brokers.stateful_set).await?;
         let previous = self.status.brokers.clone().unwrap_or_default();
@@ -832,13 +869,17 @@ impl Run<'_> {
             metrics: outcome
                 .metrics
                 .iter()
-                .map(|m| MetricStatus {
+                .zip(count_unknown(readings, outcome.metrics.len()))
+                .map(|(m, unknown)| MetricStatus {
                     name: m.name.clone(),
                     value: m.value,
                     target: m.target,
                     proposed_replicas: m.proposed_replicas.map(|r| r as i32),
                     observed_at: m.observed_at.map(Time),
-                    problem: m.problem.clone(),
+                    problem: m
+                        .problem
+                        .clone()
+                        .or_else(|| unknown.then(|| COUNT_UNKNOWN.to_string())),
                 })
                 .collect(),
             ..BrokerStatus::default()
@@ -973,6 +1014,22 @@ impl Run<'_> {
             ),
             Availability::NotEvaluated => (false, "NotEvaluated", "not evaluated".to_string()),
         };
+        let unknown: Vec<&str> = outcome
+            .metrics
+            .iter()
+            .zip(count_unknown(readings, outcome.metrics.len()))
+            .filter(|(m, unknown)| *unknown && m.value.is_some())
+            .map(|(m, _)| m.name.as_str())
+            .collect();
+        let message = if unknown.is_empty() {
+            message
+        } else {
+            format!(
+                "{message}; broker count unknown for {} (no pod label in the answer: a missing \
+                 broker is not seen; group the query with sum by (pod))",
+                unknown.join(", ")
+            )
+        };
         self.condition(kind::METRICS_AVAILABLE, value, reason, &message);
         self.ctx
             .metrics
@@ -1072,7 +1129,7 @@ impl Run<'_> {
             }
             let before = self.status.clone();
             status::log_decision(&mut self.status, decision, &action, self.now);
-            status::mark_action(&mut self.status, decision, self.now);
+            let marked = status::mark_action(&mut self.status, decision, self.now);
             if let Err(e) = self.write().await {
                 self.status = before;
                 return Err(e);
@@ -1084,9 +1141,9 @@ impl Run<'_> {
             };
             if outcome.is_err() {
                 self.status = before;
-            } else if let Some(b) = self.status.brokers.as_mut() {
+            } else if let Some(made) = &marked {
                 // Settled here: only a process that stops before its next write leaves it.
-                b.in_flight = None;
+                status::settle(&mut self.status, made);
             }
             match outcome {
                 Ok(()) => {
@@ -1206,6 +1263,7 @@ impl Run<'_> {
         let claims =
             super::observe::claims(&self.ctx.client, &stores, &self.namespace, bookies).await?;
         self.claims_matched(bookies, &claims, readings);
+        self.settle_claims().await?;
         let previous: Vec<VolumeStatus> = self.status.bookies.clone().unwrap_or_default().volumes;
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
@@ -1263,7 +1321,10 @@ impl Run<'_> {
                     })
                     .await
                 {
-                    Ok(true) => last_expand = Some(self.now),
+                    Ok(true) => {
+                        last_expand = Some(self.now);
+                        self.write_settled().await;
+                    }
                     Ok(false) if outcome.decision.dry_run => {
                         message.push_str(" (dry run: not carried out)")
                     }
@@ -1305,6 +1366,7 @@ impl Run<'_> {
                 state: state_text.to_string(),
                 message: Some(crate::policy::bounded(&message, status::MESSAGE_MAX)),
                 last_expand_time: last_expand.map(Time),
+                in_flight: None,
             });
         }
         self.status.bookies = Some(BookieStatus { volumes });

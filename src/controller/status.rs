@@ -118,7 +118,12 @@ pub fn log_decision(
 
 /// Records in the status the time of an action about to be carried out, where a restarted
 /// controller reads its cooldown from: the broker scale times or the claim's last expansion.
-pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: Timestamp) {
+/// Returns the in-flight record it wrote.
+pub fn mark_action(
+    status: &mut ScalingPolicyStatus,
+    decision: &Decision,
+    now: Timestamp,
+) -> Option<InFlightScale> {
     match decision.action {
         Action::ScaleUp | Action::ScaleDown => {
             let b = status.brokers.get_or_insert_with(Default::default);
@@ -140,6 +145,7 @@ pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: T
             // What a restarted controller compares with the StatefulSet: its own change is
             // not someone else's.
             b.current_replicas = decision.to as i32;
+            b.in_flight.clone()
         }
         Action::Expand => {
             let claim = decision
@@ -147,39 +153,68 @@ pub fn mark_action(status: &mut ScalingPolicyStatus, decision: &Decision, now: T
                 .strip_prefix("pvc/")
                 .unwrap_or(&decision.target);
             let volumes = &mut status.bookies.get_or_insert_with(Default::default).volumes;
-            match volumes.iter_mut().find(|v| v.claim == claim) {
-                Some(v) => {
-                    v.last_expand_time = Some(Time(now));
-                    v.requested = Some(crate::quantity::format_bytes(decision.to));
+            let at = match volumes.iter().position(|v| v.claim == claim) {
+                Some(at) => at,
+                None => {
+                    volumes.push(VolumeStatus {
+                        claim: claim.to_string(),
+                        used_percent: None,
+                        capacity: None,
+                        requested: None,
+                        state: "Expanding".into(),
+                        message: None,
+                        last_expand_time: None,
+                        in_flight: None,
+                    });
+                    volumes.len() - 1
                 }
-                None => volumes.push(VolumeStatus {
-                    claim: claim.to_string(),
-                    used_percent: None,
-                    capacity: None,
-                    requested: Some(crate::quantity::format_bytes(decision.to)),
-                    state: "Expanding".into(),
-                    message: None,
-                    last_expand_time: Some(Time(now)),
-                }),
-            }
+            };
+            let v = &mut volumes[at];
+            let previous_time = v.last_expand_time.replace(Time(now));
+            v.requested = Some(crate::quantity::format_bytes(decision.to));
+            // The same settlement as a scale action's, should this process stop before its
+            // claim patch is answered and the outcome written.
+            v.in_flight = Some(InFlightScale {
+                action: decision.action.to_string(),
+                from: i64::try_from(decision.from).unwrap_or(i64::MAX),
+                to: i64::try_from(decision.to).unwrap_or(i64::MAX),
+                time: Time(now),
+                previous_time,
+            });
+            v.in_flight.clone()
         }
-        Action::Hold => {}
+        Action::Hold => None,
     }
 }
 
-/// Corrects the record of a scale action that never reached the StatefulSet (the process
-/// stopped between recording it and its `/scale` patch): its decision becomes
-/// `Failed<Action>` saying why, and the scale time it replaced and the replicas before come
-/// back, so no cooldown counts from it and the unchanged replicas are no one else's doing.
+/// Corrects the record of an action that never reached its target (the process stopped
+/// between recording it and its `/scale` or claim patch): its decision becomes
+/// `Failed<Action>` saying why, and the scale or expansion time it replaced and the replicas
+/// (or request) before come back, so no cooldown counts from it and the unchanged replicas are
+/// no one else's doing.
 pub fn correct_unmade(status: &mut ScalingPolicyStatus, made: &InFlightScale, why: &str) {
-    if let Some(b) = status.brokers.as_mut() {
-        let last = if made.action == Action::ScaleUp.to_string() {
-            &mut b.last_scale_up_time
-        } else {
-            &mut b.last_scale_down_time
-        };
+    let restore = |last: &mut Option<Time>| {
         if last.as_ref() == Some(&made.time) {
             *last = made.previous_time.clone();
+        }
+    };
+    if made.action == Action::Expand.to_string() {
+        if let Some(v) = status.bookies.as_mut().and_then(|b| {
+            b.volumes
+                .iter_mut()
+                .find(|v| v.in_flight.as_ref() == Some(made))
+        }) {
+            restore(&mut v.last_expand_time);
+            v.requested = u64::try_from(made.from)
+                .ok()
+                .map(crate::quantity::format_bytes);
+            v.in_flight = None;
+        }
+    } else if let Some(b) = status.brokers.as_mut() {
+        if made.action == Action::ScaleUp.to_string() {
+            restore(&mut b.last_scale_up_time);
+        } else {
+            restore(&mut b.last_scale_down_time);
         }
         b.current_replicas = made.from as i32;
         b.in_flight = None;
@@ -189,6 +224,35 @@ pub fn correct_unmade(status: &mut ScalingPolicyStatus, made: &InFlightScale, wh
     }) {
         d.action = format!("Failed{}", made.action);
         d.reason = crate::policy::bounded(&format!("{}; failed: {why}", d.reason), MESSAGE_MAX);
+    }
+}
+
+/// Every action recorded in flight: the brokers' and each claim's, with the claim's name.
+pub fn in_flight(status: &ScalingPolicyStatus) -> Vec<(Option<String>, InFlightScale)> {
+    let brokers = status
+        .brokers
+        .as_ref()
+        .and_then(|b| b.in_flight.clone())
+        .map(|m| (None, m));
+    let claims = status.bookies.iter().flat_map(|b| {
+        b.volumes
+            .iter()
+            .filter_map(|v| Some((Some(v.claim.clone()), v.in_flight.clone()?)))
+    });
+    brokers.into_iter().chain(claims).collect()
+}
+
+/// Forgets the in-flight record of `made` (its outcome is known and published).
+pub fn settle(status: &mut ScalingPolicyStatus, made: &InFlightScale) {
+    if let Some(b) = status.brokers.as_mut()
+        && b.in_flight.as_ref() == Some(made)
+    {
+        b.in_flight = None;
+    }
+    for v in status.bookies.iter_mut().flat_map(|b| b.volumes.iter_mut()) {
+        if v.in_flight.as_ref() == Some(made) {
+            v.in_flight = None;
+        }
     }
 }
 
@@ -452,6 +516,45 @@ mod tests {
             (c.status.as_str(), c.reason.as_str()),
             ("False", "Disabled")
         );
+    }
+
+    #[test]
+    fn a_recorded_expansion_is_in_flight_until_settled_or_corrected() {
+        const GI: u64 = 1 << 30;
+        let mut s = ScalingPolicyStatus::default();
+        let grow = |from: u64, to: u64| Decision {
+            target: "pvc/ledgers-pulsar-bookie-0".into(),
+            action: Action::Expand,
+            from: from * GI,
+            to: to * GI,
+            reasons: vec!["used above threshold".into()],
+            dry_run: false,
+        };
+        let first = grow(50, 60);
+        log_decision(&mut s, &first, "Expand", at(0));
+        let made = mark_action(&mut s, &first, at(0)).unwrap();
+        assert_eq!(
+            in_flight(&s),
+            [(Some("ledgers-pulsar-bookie-0".into()), made.clone())]
+        );
+        // Settled once its outcome is known: nothing left in flight, the expansion stays.
+        settle(&mut s, &made);
+        assert!(in_flight(&s).is_empty());
+        let second = grow(60, 72);
+        log_decision(&mut s, &second, "Expand", at(100));
+        let made = mark_action(&mut s, &second, at(100)).unwrap();
+        assert_eq!(
+            (made.from, made.to, made.previous_time.clone()),
+            ((60 * GI) as i64, (72 * GI) as i64, Some(Time(at(0))))
+        );
+        correct_unmade(&mut s, &made, "not carried out");
+        let v = &s.bookies.as_ref().unwrap().volumes[0];
+        // The cooldown counts from the expansion that happened; the request is as before.
+        assert_eq!(v.last_expand_time, Some(Time(at(0))));
+        assert_eq!(v.requested, Some(crate::quantity::format_bytes(60 * GI)));
+        assert!(v.in_flight.is_none());
+        let actions: Vec<&str> = s.decisions.iter().map(|d| d.action.as_str()).collect();
+        assert_eq!(actions, ["FailedExpand", "Expand"]);
     }
 
     fn at(s: i64) -> Timestamp {

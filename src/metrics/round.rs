@@ -30,7 +30,8 @@ pub struct Target<'a> {
 pub struct Reading {
     /// The usable sample; `None` when missing, stale, NaN or infinite (never 0).
     pub sample: Option<Sample>,
-    /// Why it is missing or partial.
+    /// Why it is missing or partial; with a sample, what the sample cannot tell (partial data,
+    /// or [`COUNT_UNKNOWN`]).
     pub problem: Option<String>,
 }
 
@@ -220,6 +221,11 @@ pub fn split(
     out
 }
 
+/// The note on a Custom value whose series name no broker pod: it is used as the complete
+/// total, and a broker missing from it cannot be told from a smaller load.
+pub const COUNT_UNKNOWN: &str = "broker count unknown: the answer has no pod label of the \
+    StatefulSet, so a missing broker is not seen (group the query: sum by (pod) (...))";
+
 /// A Custom answer as a reading. A per-pod query (`sum by (pod) (…)`) names the brokers that
 /// reported, so one whose series vanished makes the value partial (scale-up only) rather than
 /// a smaller total taken as complete; an answer whose series name none of the StatefulSet's
@@ -236,7 +242,8 @@ fn custom_reading(
             s.reporting = (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
             Reading {
                 sample: Some(s),
-                problem: None,
+                // Used as complete, but said: an operator can only fix it in the query.
+                problem: (n == 0).then(|| COUNT_UNKNOWN.to_string()),
             }
         }
         Err(why) => Reading::missing(why),
@@ -584,17 +591,18 @@ spec:
                     pods: pods.iter().map(|p| p.to_string()).collect(),
                 })),
             );
-            split(&t, &BTreeMap::new(), &custom, "test", at(1)).brokers[2]
-                .sample
-                .unwrap()
+            let r = split(&t, &BTreeMap::new(), &custom, "test", at(1)).brokers[2].clone();
+            (r.sample.unwrap(), r.problem)
         };
         // `sum by (pod)` over three brokers, one of whose series has gone: two reported.
-        let s = answer(&["pulsar-broker-0", "pulsar-broker-2", "pulsar-proxy-0"]);
-        assert_eq!((s.value, s.reporting), (300.0, Some(2)));
-        // A plain `sum(...)` names no pod: no count, as before.
-        assert_eq!(answer(&[]).reporting, None);
+        let (s, note) = answer(&["pulsar-broker-0", "pulsar-broker-2", "pulsar-proxy-0"]);
+        assert_eq!((s.value, s.reporting, note), (300.0, Some(2), None));
+        // A plain `sum(...)` names no pod: no count, used, and said so.
+        let (s, note) = answer(&[]);
+        assert_eq!((s.reporting, note.as_deref()), (None, Some(COUNT_UNKNOWN)));
         // Series of other pods only: no count either (they say nothing about the brokers).
-        assert_eq!(answer(&["bookie-0", "pulsar-proxy-1"]).reporting, None);
+        let (s, note) = answer(&["bookie-0", "pulsar-proxy-1"]);
+        assert_eq!((s.reporting, note.as_deref()), (None, Some(COUNT_UNKNOWN)));
     }
 
     #[test]

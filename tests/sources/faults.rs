@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use pulsar_autoscaler::emulator::Config;
 use pulsar_autoscaler::metrics::{
     Credentials, DirectSource, Flavor, MetricsError, MetricsSource, PodEndpoint, Preset,
-    PrometheusSource, Role, Target, collect,
+    PrometheusSource, QueryResult, Role, Target, collect,
 };
 
 use crate::support::{self, ALL_BROKER_METRICS};
@@ -238,20 +238,29 @@ async fn empty_results_and_nan_samples_are_missing_never_zero() {
             policy: &custom,
         },
     ];
-    let rounds = support::eventually("Prometheus scraped the NaN page", 120, || async {
-        let r = collect(&s, &targets, Timestamp::now()).await;
-        // The direct-memory series is absent from the page, so wait on heap's NaN instead.
-        if r[0].brokers[2]
-            .problem
-            .as_deref()
-            .is_some_and(|p| p.contains("NaN"))
-        {
-            Ok(r)
-        } else {
-            Err(format!("{:?}", r[0].brokers[2]))
+    // One round, once Prometheus has committed a scrape of the page. A round that overlaps
+    // the first scrape can see it in one query and not yet in the next (a scrape's samples
+    // carry its start time but become visible when it ends), so throughput would read
+    // "no series" while heap already reads NaN: wait on the page's four series in one query.
+    let page =
+        r#"count({namespace="nan", __name__=~"jvm_memory_bytes_.+|pulsar_broker_throughput_.+"})"#;
+    support::eventually("Prometheus scraped the NaN page", 120, || async {
+        match s.query(page, Timestamp::now()).await {
+            Ok(QueryResult::Vector(v)) if v.first().is_some_and(|x| x.point.value == 4.0) => Ok(()),
+            other => Err(format!("{other:?}")),
         }
     })
     .await;
+    let rounds = collect(&s, &targets, Timestamp::now()).await;
+    // The direct-memory series is absent from the page; heap's NaN shows the page was read.
+    assert!(
+        rounds[0].brokers[2]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("NaN")),
+        "{:?}",
+        rounds[0]
+    );
     let (nan, empty, custom) = (&rounds[0], &rounds[1], &rounds[2]);
     assert!(nan.brokers.iter().all(|m| m.sample.is_none()), "{nan:?}");
     assert!(

@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use super::apiserver::{ApiServer, Builder, apply_crd, ensure_namespace};
+use super::faults::Proxy;
 use super::monitoring::{self, Server};
 
 /// Namespace of the Pulsar cluster.
@@ -575,4 +576,68 @@ impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The controller's `pulsar_autoscaler_leader` gauge.
+pub async fn leads(c: &Controller) -> Option<f64> {
+    let text = c.metrics().await;
+    text.lines()
+        .find(|l| l.starts_with("pulsar_autoscaler_leader "))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits until the controller's leader gauge is `want`.
+pub async fn wait_leads(c: &Controller, who: &str, want: f64) {
+    monitoring::eventually(&format!("{who} leader={want}"), 480, || async {
+        match leads(c).await {
+            Some(v) if v == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// The controller's kubeconfig with the API server's address replaced by `url` (plain HTTP to
+/// the proxy, which speaks TLS to the API server).
+fn kubeconfig_via(p: &Pulsar, url: &str, file: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&p.controller_kubeconfig).expect("controller kubeconfig");
+    let rewritten: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("certificate-authority"))
+        .map(|l| {
+            if l.trim_start().starts_with("server:") {
+                format!("    server: {url}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = p.api.dir().join(file);
+    std::fs::write(&path, rewritten).expect("writing kubeconfig");
+    path
+}
+
+/// A controller whose every API call goes through `proxy`.
+pub async fn controller_via(p: &Pulsar, identity: &str) -> (Controller, Proxy) {
+    let proxy = Proxy::start(p.api.url(), Some(&p.api.dir().join("ca.crt"))).await;
+    let kubeconfig = kubeconfig_via(p, &proxy.url, &format!("{identity}-proxy.kubeconfig"));
+    let c = Controller::start(
+        &kubeconfig,
+        identity,
+        p.api.dir().join(format!("{identity}.log")),
+        monitoring::free_port(),
+    );
+    (c, proxy)
+}
+
+/// The sum of a counter's series whose labels include all of `labels`.
+pub fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
