@@ -18,11 +18,11 @@ use pulsar_autoscaler::policy::{self, RateLimit};
 use pulsar_autoscaler::quantity;
 use pulsar_autoscaler::telemetry;
 
-/// mimalloc instead of glibc's malloc: with glibc the controller's resident memory was about
-/// twice its live heap (freed memory held by the allocator); mimalloc returns freed pages to the
-/// system. Measured in `benches/README.md` (fleet section).
+/// jemalloc instead of glibc's malloc: with glibc the controller's resident memory was about
+/// twice its live heap (freed memory held by the allocator); jemalloc returns freed pages to the
+/// system after a short decay. Measured in `benches/README.md` (fleet section).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// `print!` that ends the program quietly when the reader has gone (`backtest ... | head`)
 /// instead of panicking on the closed pipe.
