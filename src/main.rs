@@ -18,6 +18,12 @@ use pulsar_autoscaler::policy::{self, RateLimit};
 use pulsar_autoscaler::quantity;
 use pulsar_autoscaler::telemetry;
 
+/// jemalloc instead of glibc's malloc: with glibc the controller's resident memory was about
+/// twice its live heap (freed memory held by the allocator); jemalloc returns freed pages to the
+/// system after a short decay. Measured in `benches/README.md` (fleet section).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `print!` that ends the program quietly when the reader has gone (`backtest ... | head`)
 /// instead of panicking on the closed pipe.
 macro_rules! out {

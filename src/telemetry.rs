@@ -1,7 +1,7 @@
 //! The controller's own observability: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`,
 //! and tracing setup.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,70 +19,75 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+/// A label value of a per-policy series. The series of a policy (and the policies of a
+/// namespace) share one copy of each value through [`Metrics`]' interner: at 10,000 policies
+/// with ~20 series each, a string per label per series was a large part of the process's memory.
+pub type Label = Arc<str>;
+
 /// Labels of per-policy series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
 }
 
 /// Labels of per-metric series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MetricLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
     /// Metric name from the spec.
-    pub metric: String,
+    pub metric: Label,
 }
 
 /// Labels of per-claim series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClaimLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
     /// PersistentVolumeClaim name.
-    pub claim: String,
+    pub claim: Label,
 }
 
 /// Labels of decision counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
     /// ScaleUp, ScaleDown, Expand.
-    pub action: String,
+    pub action: Label,
     /// applied, dry_run, rate_limited, unsafe, failed.
-    pub result: String,
+    pub result: Label,
 }
 
 /// Labels of error counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
     /// Stable error kind.
-    pub kind: String,
+    pub kind: Label,
 }
 
 /// Labels of drain outcome series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DrainLabels {
     /// Policy namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Policy name.
-    pub policy: String,
+    pub policy: Label,
     /// One of [`DRAIN_OUTCOMES`].
-    pub outcome: String,
+    pub outcome: Label,
 }
 
 /// Every `outcome` a drain ends with.
@@ -150,15 +155,18 @@ pub struct Metrics {
     pub drain_outcomes: Family<DrainLabels, Counter>,
     /// Label values each policy's series were created with, so a deleted policy's go too.
     owned: Mutex<HashMap<(String, String), Owned>>,
+    /// One shared copy of each label value in use.
+    interned: Mutex<HashSet<Label>>,
 }
 
-/// The per-policy label values a policy has series for.
+/// The per-policy label values a policy has series for: a handful each, so small vectors (a
+/// one-element `BTreeSet` allocates a node for eleven).
 #[derive(Default)]
 struct Owned {
-    metrics: BTreeSet<String>,
-    claims: BTreeSet<String>,
-    actions: BTreeSet<String>,
-    errors: BTreeSet<String>,
+    metrics: Vec<String>,
+    claims: Vec<String>,
+    actions: Vec<String>,
+    errors: Vec<String>,
 }
 
 /// Which per-policy family a label value belongs to.
@@ -207,6 +215,7 @@ impl Metrics {
             }),
             drain_outcomes: Family::default(),
             owned: Mutex::new(HashMap::new()),
+            interned: Mutex::new(HashSet::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
         r.register(
@@ -392,8 +401,8 @@ impl Metrics {
             Series::Action => &mut o.actions,
             Series::Error => &mut o.errors,
         };
-        if !set.contains(value) {
-            set.insert(value.to_string());
+        if !set.iter().any(|v| v == value) {
+            set.push(value.to_string());
         }
     }
 
@@ -401,9 +410,9 @@ impl Metrics {
     pub fn count_source_error(&self, namespace: &str, policy: &str, kind: &str) {
         self.track(namespace, policy, Series::Error, kind);
         let labels = ErrorLabels {
-            namespace: namespace.into(),
-            policy: policy.into(),
-            kind: kind.into(),
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+            kind: self.label(kind),
         };
         self.source_errors.get_or_create(&labels).inc();
     }
@@ -416,12 +425,12 @@ impl Metrics {
             .ok()
             .and_then(|mut o| o.remove(&(namespace.to_string(), policy.to_string())))
             .unwrap_or_default();
-        let (ns, name) = (namespace.to_string(), policy.to_string());
-        for metric in owned.metrics {
+        let (ns, name): (Label, Label) = (namespace.into(), policy.into());
+        for metric in &owned.metrics {
             let l = MetricLabels {
                 namespace: ns.clone(),
                 policy: name.clone(),
-                metric,
+                metric: metric.as_str().into(),
             };
             self.metric_value.remove(&l);
             self.metric_target.remove(&l);
@@ -454,11 +463,11 @@ impl Metrics {
             self.drain_outcomes.remove(&l);
             self.drain_duration.remove(&l);
         }
-        for claim in owned.claims {
+        for claim in &owned.claims {
             let l = ClaimLabels {
                 namespace: ns.clone(),
                 policy: name.clone(),
-                claim,
+                claim: claim.as_str().into(),
             };
             self.claim_used_percent.remove(&l);
             self.claim_capacity_bytes.remove(&l);
@@ -466,22 +475,113 @@ impl Metrics {
             self.claim_expand_threshold_percent.remove(&l);
             self.claim_blocked.remove(&l);
         }
-        for action in owned.actions {
+        for action in &owned.actions {
             for result in DECISION_RESULTS {
                 self.decisions.remove(&DecisionLabels {
                     namespace: ns.clone(),
                     policy: name.clone(),
-                    action: action.clone(),
+                    action: action.as_str().into(),
                     result: result.into(),
                 });
             }
         }
-        for kind in owned.errors {
+        for kind in &owned.errors {
             self.source_errors.remove(&ErrorLabels {
                 namespace: ns.clone(),
                 policy: name.clone(),
-                kind,
+                kind: kind.as_str().into(),
             });
+        }
+        let values = [namespace, policy].into_iter().chain(
+            [&owned.metrics, &owned.claims, &owned.actions, &owned.errors]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        self.release(values);
+    }
+
+    /// The shared copy of a label value.
+    pub fn label(&self, value: &str) -> Label {
+        let Ok(mut interned) = self.interned.lock() else {
+            return value.into();
+        };
+        if let Some(v) = interned.get(value) {
+            return v.clone();
+        }
+        let v: Label = value.into();
+        interned.insert(v.clone());
+        v
+    }
+
+    /// Drops the shared copies no series uses any more.
+    fn release<'a>(&self, values: impl IntoIterator<Item = &'a str>) {
+        let Ok(mut interned) = self.interned.lock() else {
+            return;
+        };
+        for value in values {
+            if interned
+                .get(value)
+                .is_some_and(|v| Arc::strong_count(v) == 1)
+            {
+                interned.remove(value);
+            }
+        }
+    }
+
+    /// Label values in the interner (for tests of their release).
+    pub fn labels_held(&self) -> usize {
+        self.interned.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    /// Labels of a policy's series.
+    pub fn policy_labels(&self, namespace: &str, policy: &str) -> PolicyLabels {
+        PolicyLabels {
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+        }
+    }
+
+    /// Labels of a policy metric's series.
+    pub fn metric_labels(&self, namespace: &str, policy: &str, metric: &str) -> MetricLabels {
+        MetricLabels {
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+            metric: self.label(metric),
+        }
+    }
+
+    /// Labels of a claim's series.
+    pub fn claim_labels(&self, namespace: &str, policy: &str, claim: &str) -> ClaimLabels {
+        ClaimLabels {
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+            claim: self.label(claim),
+        }
+    }
+
+    /// Labels of a decision counter.
+    pub fn decision_labels(
+        &self,
+        namespace: &str,
+        policy: &str,
+        action: &str,
+        result: &str,
+    ) -> DecisionLabels {
+        DecisionLabels {
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+            action: self.label(action),
+            result: self.label(result),
+        }
+    }
+
+    /// Labels of a drain outcome's series.
+    pub fn drain_labels(&self, namespace: &str, policy: &str, outcome: &str) -> DrainLabels {
+        DrainLabels {
+            namespace: self.label(namespace),
+            policy: self.label(policy),
+            outcome: self.label(outcome),
         }
     }
 
@@ -492,12 +592,9 @@ impl Metrics {
         for action in actions {
             self.track(namespace, policy, Series::Action, action);
             for result in DECISION_RESULTS {
-                let _ = self.decisions.get_or_create(&DecisionLabels {
-                    namespace: namespace.into(),
-                    policy: policy.into(),
-                    action: (*action).into(),
-                    result: result.into(),
-                });
+                let _ = self
+                    .decisions
+                    .get_or_create(&self.decision_labels(namespace, policy, action, result));
             }
         }
     }
@@ -665,29 +762,23 @@ mod tests {
         for policy in ["gone", "kept"] {
             m.declare_decisions("pulsar", policy, &["ScaleUp", "Expand"]);
             m.track("pulsar", policy, Series::Metric, "throughput");
-            let l = MetricLabels {
-                namespace: "pulsar".into(),
-                policy: policy.into(),
-                metric: "throughput".into(),
-            };
+            let l = m.metric_labels("pulsar", policy, "throughput");
             m.metric_value.get_or_create(&l).set(1.0);
             m.metric_ratio.get_or_create(&l).set(1.0);
-            let p = PolicyLabels {
-                namespace: "pulsar".into(),
-                policy: policy.into(),
-            };
+            let p = m.policy_labels("pulsar", policy);
             m.current_replicas.get_or_create(&p).set(3);
             m.track("pulsar", policy, Series::Claim, "ledgers-b-0");
             m.claim_blocked
-                .get_or_create(&ClaimLabels {
-                    namespace: "pulsar".into(),
-                    policy: policy.into(),
-                    claim: "ledgers-b-0".into(),
-                })
+                .get_or_create(&m.claim_labels("pulsar", policy, "ledgers-b-0"))
                 .set(0);
             m.count_source_error("pulsar", policy, "connect");
         }
+        // Label values are shared: each held once, whatever the number of series (namespace,
+        // two policies, two actions, metric, claim, error kind, the results).
+        let held = m.labels_held();
+        assert_eq!(held, 1 + 2 + 2 + 1 + 1 + 1 + DECISION_RESULTS.len());
         m.forget_policy("pulsar", "gone");
+        assert_eq!(m.labels_held(), held - 1, "only the policy's own name goes");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains("policy=\"gone\""), "{text}");
@@ -706,5 +797,11 @@ mod tests {
                 "{family} of the kept policy is missing:\n{text}"
             );
         }
+        m.forget_policy("pulsar", "kept");
+        assert_eq!(
+            m.labels_held(),
+            DECISION_RESULTS.len(),
+            "only the fixed results stay"
+        );
     }
 }

@@ -119,7 +119,9 @@ pub enum Upsert {
 pub struct Index {
     entries: HashMap<PolicyKey, Arc<Checked>>,
     by_source: HashMap<String, BTreeSet<PolicyKey>>,
-    by_statefulset: HashMap<(String, String), BTreeSet<PolicyKey>>,
+    /// Usually one policy per target, so a small vector (a one-element `BTreeSet` allocates a
+    /// node for eleven keys).
+    by_statefulset: HashMap<(String, String), Vec<PolicyKey>>,
     /// Bumped whenever a member of a source's group gets a new generation (clients rebuilt).
     versions: HashMap<String, u64>,
     checks: u64,
@@ -155,10 +157,14 @@ impl Index {
             *self.versions.entry(source.clone()).or_default() += 1;
         }
         for target in checked.targets() {
-            self.by_statefulset
+            let set = self
+                .by_statefulset
                 .entry((key.namespace.clone(), target))
-                .or_default()
-                .insert(key.clone());
+                .or_default();
+            if !set.contains(&key) {
+                set.push(key.clone());
+                set.sort();
+            }
         }
         let joined = checked.source.clone();
         self.entries.insert(key, checked);
@@ -180,7 +186,7 @@ impl Index {
         for target in old.targets() {
             let t = (key.namespace.clone(), target);
             if let Some(set) = self.by_statefulset.get_mut(&t) {
-                set.remove(key);
+                set.retain(|k| k != key);
                 if set.is_empty() {
                     self.by_statefulset.remove(&t);
                 }
@@ -233,7 +239,7 @@ impl Index {
     pub fn for_statefulset(&self, namespace: &str, name: &str) -> Vec<PolicyKey> {
         self.by_statefulset
             .get(&(namespace.to_string(), name.to_string()))
-            .map(|s| s.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default()
     }
 

@@ -11,6 +11,7 @@ mod rebalance;
 mod reconcile;
 pub mod rounds;
 pub mod status;
+pub mod targets;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ use crate::telemetry::{self, Endpoints, Metrics};
 use index::{Index, PolicyKey, Upsert};
 use leader::Leadership;
 use rounds::Rounds;
+use targets::Targets;
 
 /// Reconciles running at once: bounds the requests in flight towards the API server.
 const CONCURRENCY: u16 = 16;
@@ -146,10 +148,12 @@ pub struct Context {
     guard: Mutex<Guard>,
     index: Arc<RwLock<Index>>,
     rounds: Arc<Rounds>,
-    statefulsets: Store<StatefulSet>,
+    statefulsets: Arc<Targets>,
     claims: Store<PersistentVolumeClaim>,
     classes: observe::ClassCache,
-    states: Mutex<HashMap<PolicyKey, PolicyState>>,
+    /// Boxed: a `PolicyState` is almost 1 KiB, and a table of them inline would reserve that
+    /// for every empty slot too.
+    states: Mutex<HashMap<PolicyKey, Box<PolicyState>>>,
     /// Keys seen during a relist, to drop the policies deleted while the watch was down.
     relist: Mutex<Option<HashSet<PolicyKey>>>,
     /// What the operator lets policies do (allowed sources, insecure TLS).
@@ -241,13 +245,13 @@ impl Context {
         }
         states.insert(
             key,
-            PolicyState {
+            Box::new(PolicyState {
                 uid: sp.metadata.uid.clone(),
                 current: status::seed(sp.status.as_ref(), Timestamp::now()),
                 written: sp.status.as_ref().map(status::Written::of),
                 resource_version: sp.metadata.resource_version.clone(),
                 ..PolicyState::default()
-            },
+            }),
         );
     }
 
@@ -315,25 +319,6 @@ async fn client(settings: &Settings) -> Result<Client, Error> {
     Client::try_from(config).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// Drops what the controller never reads from a watched StatefulSet, so the store stays small:
-/// pod template, status, managed fields, annotations, labels, claim template specs.
-fn strip_statefulset(sts: &mut StatefulSet) {
-    sts.metadata.managed_fields = None;
-    sts.metadata.annotations = None;
-    sts.metadata.labels = None;
-    sts.status = None;
-    if let Some(spec) = sts.spec.as_mut() {
-        spec.template = Default::default();
-        for t in spec.volume_claim_templates.iter_mut().flatten() {
-            t.spec = None;
-            t.status = None;
-            t.metadata.managed_fields = None;
-            t.metadata.annotations = None;
-            t.metadata.labels = None;
-        }
-    }
-}
-
 /// Drops what the stored policy is never read for: its status (the in-process memory is newer,
 /// seeded from the status before this runs), managed fields and annotations.
 fn strip_policy(sp: &mut ScalingPolicy) {
@@ -380,11 +365,12 @@ async fn control(
         metrics.clone(),
         wake_tx,
     ));
-    let (sts_reader, sts_writer) = reflector::store();
+    // StatefulSets are kept as compact records (replicas, claim template names), not objects.
+    let targets = Arc::new(Targets::default());
+    let for_targets = targets.clone();
     let sts_stream = watcher(statefulsets, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(strip_statefulset)
-        .reflect(sts_writer)
+        .inspect_ok(move |event| for_targets.apply(event))
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
     let (pvc_reader, pvc_writer) = reflector::store();
@@ -404,7 +390,7 @@ async fn control(
         guard: Mutex::new(Guard::new(settings.global_rate_limit)),
         index: index.clone(),
         rounds,
-        statefulsets: sts_reader,
+        statefulsets: targets,
         claims: pvc_reader,
         classes: Default::default(),
         states: Mutex::new(HashMap::new()),

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
@@ -40,8 +40,8 @@ pub type ClassCache = Mutex<HashMap<String, (Instant, Result<bool, String>)>>;
 
 /// The cluster objects a reconcile reads from watches instead of the API server.
 pub struct Stores<'a> {
-    /// StatefulSets (stripped to what the controller reads).
-    pub statefulsets: &'a Store<StatefulSet>,
+    /// StatefulSets (the compact records of what the controller reads).
+    pub statefulsets: &'a super::targets::Targets,
     /// PersistentVolumeClaims.
     pub claims: &'a Store<PersistentVolumeClaim>,
     /// Recent StorageClass verdicts.
@@ -56,24 +56,16 @@ pub async fn claims(
     namespace: &str,
     policy: &BookiePolicy,
 ) -> Result<Vec<Claim>, ActuateError> {
-    let cached = stores
-        .statefulsets
-        .get(&ObjectRef::new(&policy.stateful_set).within(namespace));
-    let sts = match cached {
-        Some(s) => (*s).clone(),
+    let templates: Vec<String> = match stores.statefulsets.get(namespace, &policy.stateful_set) {
+        Some(t) => t.templates.into_vec(),
         None => {
             let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-            sts_api.get(&policy.stateful_set).await.map_err(|e| {
+            let sts = sts_api.get(&policy.stateful_set).await.map_err(|e| {
                 ActuateError::from_kube(format!("get statefulsets/{}", policy.stateful_set), e)
-            })?
+            })?;
+            super::targets::Target::of(&sts).templates.into_vec()
         }
     };
-    let templates: Vec<String> = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_claim_templates.as_ref())
-        .map(|t| t.iter().map(|c| c.name_any()).collect())
-        .unwrap_or_default();
     let watched: Vec<String> = if policy.templates.is_empty() {
         templates
     } else {

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::conflict;
@@ -33,9 +32,7 @@ use crate::metrics::PolicyReadings;
 use crate::metrics::round::COUNT_UNKNOWN;
 use crate::policy::{self, Policy};
 use crate::quantity;
-use crate::telemetry::{
-    ClaimLabels, DecisionLabels, MetricLabels, PolicyLabels, ResultLabels, Series,
-};
+use crate::telemetry::{PolicyLabels, ResultLabels, Series};
 
 /// Requeue of a policy that cannot be evaluated until its spec changes.
 const INVALID_RETRY: Duration = Duration::from_secs(300);
@@ -86,7 +83,7 @@ fn state_of(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy, now: Timestamp) 
         .states
         .lock()
         .ok()
-        .and_then(|s| s.get(key).cloned())
+        .and_then(|s| s.get(key).map(|b| PolicyState::clone(b)))
         .filter(|s| s.uid == sp.metadata.uid);
     known.unwrap_or_else(|| PolicyState {
         uid: sp.metadata.uid.clone(),
@@ -130,7 +127,7 @@ async fn resync(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy) -> Result<Re
         ..PolicyState::default()
     };
     if let Ok(mut states) = ctx.states.lock() {
-        states.insert(key.clone(), state);
+        states.insert(key.clone(), Box::new(state));
     }
     ctx.forget_bucket(&key.to_string());
     Ok(Requeue::requeue(RESYNC_RETRY))
@@ -160,7 +157,7 @@ async fn evaluate(sp: &ScalingPolicy, ctx: &Context) -> Result<Requeue, Error> {
     run.state.current = run.status.clone();
     let stored = run.state.clone();
     if let Ok(mut states) = ctx.states.lock() {
-        states.insert(run.key.clone(), stored);
+        states.insert(run.key.clone(), Box::new(stored));
     }
     match result {
         Err(e) if is_stale(&e) => resync(ctx, &run.key, sp).await,
@@ -399,10 +396,7 @@ fn dry_run_text(policy: &Policy) -> &'static str {
 
 impl Run<'_> {
     fn labels(&self) -> PolicyLabels {
-        PolicyLabels {
-            namespace: self.namespace.clone(),
-            policy: self.name.clone(),
-        }
+        self.ctx.metrics.policy_labels(&self.namespace, &self.name)
     }
 
     fn condition(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
@@ -633,8 +627,8 @@ impl Run<'_> {
         let stored = self
             .ctx
             .statefulsets
-            .get(&ObjectRef::new(name).within(&self.namespace))
-            .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas))
+            .get(&self.namespace, name)
+            .and_then(|t| t.replicas)
             .map(|r| r.max(0) as u32);
         let stored = match stored {
             Some(r) => r,
@@ -1180,12 +1174,10 @@ impl Run<'_> {
         self.ctx
             .metrics
             .track(&self.namespace, &self.name, Series::Action, action);
-        let labels = DecisionLabels {
-            namespace: self.namespace.clone(),
-            policy: self.name.clone(),
-            action: action.into(),
-            result: result.into(),
-        };
+        let labels = self
+            .ctx
+            .metrics
+            .decision_labels(&self.namespace, &self.name, action, result);
         self.ctx.metrics.decisions.get_or_create(&labels).inc();
     }
 
@@ -1198,11 +1190,7 @@ impl Run<'_> {
         let m = &self.ctx.metrics;
         for e in &outcome.metrics {
             m.track(&self.namespace, &self.name, Series::Metric, &e.name);
-            let labels = MetricLabels {
-                namespace: self.namespace.clone(),
-                policy: self.name.clone(),
-                metric: e.name.clone(),
-            };
+            let labels = m.metric_labels(&self.namespace, &self.name, &e.name);
             m.metric_target.get_or_create(&labels).set(e.target);
             match e.value {
                 Some(v) => {
@@ -1441,11 +1429,7 @@ impl Run<'_> {
     ) {
         let m = &self.ctx.metrics;
         m.track(&self.namespace, &self.name, Series::Claim, &state.name);
-        let labels = ClaimLabels {
-            namespace: self.namespace.clone(),
-            policy: self.name.clone(),
-            claim: state.name.clone(),
-        };
+        let labels = m.claim_labels(&self.namespace, &self.name, &state.name);
         match used {
             Some(u) => {
                 m.claim_used_percent.get_or_create(&labels).set(u);

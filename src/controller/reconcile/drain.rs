@@ -27,7 +27,7 @@ use crate::decide::drain::{self as plan, Next, Phase, Remembered};
 use crate::decide::{Action, Decision};
 use crate::guard::{self, Verdict};
 use crate::policy::{self, Policy};
-use crate::telemetry::{DrainLabels, Series};
+use crate::telemetry::Series;
 
 /// Condition type: drains can run and a drained broker can close within its grace period.
 pub const DRAIN_AVAILABLE: &str = "DrainAvailable";
@@ -818,12 +818,8 @@ impl Run<'_> {
     }
 
     fn drain_ended(&self, drain: &DrainStatus, outcome: &str) {
-        let labels = DrainLabels {
-            namespace: self.namespace.clone(),
-            policy: self.name.clone(),
-            outcome: outcome.into(),
-        };
         let m = &self.ctx.metrics;
+        let labels = m.drain_labels(&self.namespace, &self.name, outcome);
         m.track(&self.namespace, &self.name, Series::Action, "ScaleDown");
         m.drain_outcomes.get_or_create(&labels).inc();
         m.drain_duration
