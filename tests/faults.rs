@@ -522,7 +522,10 @@ async fn another_policy_an_hpa_or_a_person_is_a_conflict_not_a_fight() {
     // After the cooldown the policy resumes (load 1 is 3 brokers): one step down.
     wait_replicas(&p, 4).await;
 
-    // A second policy on the same StatefulSet: both show it, neither acts.
+    // A second policy on the same StatefulSet: both show it, neither acts. (The person's
+    // conflict is shown for the longer cooldown, 20 s, and can outlast the scale-down above:
+    // wait for it to end, so the Conflict seen next is the rival's.)
+    wait_condition(&p, "main", "Conflict", "False").await;
     p.create_policy("rival", &spec).await;
     let (reason, message) = wait_condition(&p, "main", "Conflict", "True").await;
     assert_eq!(reason, "AnotherPolicy", "{message}");
