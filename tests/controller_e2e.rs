@@ -49,6 +49,20 @@ fn actions<'a>(d: &'a [DecisionRecord], action: &str) -> Vec<&'a DecisionRecord>
     d.iter().filter(|r| r.action == action).collect()
 }
 
+/// Seconds from the last scale-up before `down` to `down`. A scale-down window counts from the
+/// last evaluation that recommended more brokers: the scale-up's is one, and any later one
+/// (before the drop shows in Prometheus) only delays the scale-down. The load drop is no
+/// reference: when the next evaluation already sees it, the scale-down comes one window after
+/// the scale-up's evaluation, which can be less than a window after the drop. Record times are
+/// whole seconds; a difference of truncated times is never below the real one's whole seconds.
+fn after_last_scale_up(log: &[DecisionRecord], down: &DecisionRecord) -> f64 {
+    let up = actions(log, "ScaleUp")
+        .into_iter()
+        .rfind(|r| r.time <= down.time)
+        .unwrap_or_else(|| panic!("no scale-up before the scale-down: {log:#?}"));
+    down.time.0.duration_since(up.time.0).as_secs_f64()
+}
+
 async fn wait_replicas(p: &Pulsar, want: u32) {
     eventually(&format!("brokers reach {want}"), 480, || async {
         let got = p.replicas().await;
@@ -139,7 +153,6 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     wait_replicas(&p, 6).await;
 
     // Down: only after the window, one step per cooldown, never below minReplicas.
-    let dropped_at = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     p.set_load(0.5).await;
     wait_replicas(&p, 2).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -148,10 +161,10 @@ async fn brokers_follow_load_up_and_down_within_bounds() {
     let log = decisions(&sp);
     let downs = actions(&log, "ScaleDown");
     assert_eq!(downs.len(), 4, "6 → 2 one replica at a time: {log:#?}");
-    let waited = downs[0].time.0.duration_since(dropped_at).as_secs_f64();
+    let waited = after_last_scale_up(&log, downs[0]);
     assert!(
         waited >= 12.0,
-        "first scale-down {waited}s after the drop, inside the 12s window: {log:#?}"
+        "first scale-down {waited}s after the last scale-up, inside the 12s window: {log:#?}"
     );
     for pair in downs.windows(2) {
         let gap = pair[1].time.0.duration_since(pair[0].time.0).as_secs_f64();
@@ -407,8 +420,6 @@ async fn a_restart_continues_the_window_and_cooldown_from_status() {
     p.create_policy("brokers", &spec).await;
     p.set_load(2.0).await;
     wait_replicas(&p, 6).await;
-    // Status times have whole seconds: compare from the drop's whole second.
-    let dropped_at = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     p.set_load(0.5).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     a.kill();
@@ -422,10 +433,10 @@ async fn a_restart_continues_the_window_and_cooldown_from_status() {
     .await;
     let log = decisions(&p.policy("brokers").await);
     let downs = actions(&log, "ScaleDown");
-    let waited = downs[0].time.0.duration_since(dropped_at).as_secs_f64();
+    let waited = after_last_scale_up(&log, downs[0]);
     assert!(
         waited >= 25.0,
-        "scale-down {waited}s after the drop, inside the 25s window"
+        "scale-down {waited}s after the last scale-up, inside the 25s window: {log:#?}"
     );
     // The load step may have been met in one or two scale-ups (a round can land between the
     // brokers' scrapes), all before the restart; none after it.
