@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use pulsar_autoscaler::api::{DecisionRecord, ScalingPolicy};
 use serde_json::json;
 use support::monitoring::eventually;
-use support::pulsar::{Controller, Pulsar, Shape};
+use support::pulsar::{Controller, Pulsar, Shape, leads};
 
 /// Brokers policy: 180 MiB/s at load 1 over a 60 MiB/s target is 3 brokers.
 const BROKERS: &str = r#"
@@ -105,16 +105,6 @@ async fn reconciles(c: &Controller) -> f64 {
         "pulsar_autoscaler_reconcile_duration_seconds_count",
         &[],
     )
-}
-
-async fn leader(c: &Controller) -> Option<f64> {
-    let text = c.metrics().await;
-    text.lines()
-        .find(|l| l.starts_with("pulsar_autoscaler_leader "))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +443,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     let p = Pulsar::start(Shape::default()).await;
     let mut a = p.controller("a");
     eventually("a leads", 240, || async {
-        if leader(&a).await == Some(1.0) {
+        if leads(&a).await == Some(1.0) {
             Ok(())
         } else {
             Err("not yet".to_string())
@@ -462,20 +452,20 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     .await;
     let mut b = p.controller("b");
     eventually("b serves metrics", 240, || async {
-        leader(&b).await.ok_or_else(|| "no metrics".to_string())
+        leads(&b).await.ok_or_else(|| "no metrics".to_string())
     })
     .await;
     p.create_policy("brokers", BROKERS).await;
     p.set_load(2.0).await;
     wait_replicas(&p, 6).await;
-    assert_eq!(leader(&b).await, Some(0.0), "b must stand by");
+    assert_eq!(leads(&b).await, Some(0.0), "b must stand by");
     assert_eq!(reconciles(&b).await, 0.0, "a standby evaluates nothing");
     let events = p.events("brokers").await;
     assert!(events.iter().all(|e| e.2 == "a"), "only a acts: {events:?}");
 
     a.kill();
     eventually("b takes over", 480, || async {
-        if leader(&b).await == Some(1.0) {
+        if leads(&b).await == Some(1.0) {
             Ok(())
         } else {
             Err("not yet".to_string())

@@ -355,6 +355,17 @@ fn span(decision: &Decision) -> String {
     }
 }
 
+/// The Event reason of a carried-out action, from its recorded name (`ScaleUp` → `ScaledUp`).
+fn done_reason(action: &str) -> &'static str {
+    if action == Action::ScaleUp.to_string() {
+        "ScaledUp"
+    } else if action == Action::ScaleDown.to_string() {
+        "ScaledDown"
+    } else {
+        "Expanded"
+    }
+}
+
 /// For each of `n` broker metrics, whether its reading is a Custom total that names no broker
 /// pod (see [`COUNT_UNKNOWN`]).
 fn count_unknown(readings: &PolicyReadings, n: usize) -> Vec<bool> {
@@ -657,13 +668,7 @@ impl Run<'_> {
             format!("{target} {} → {}", made.from, made.to)
         };
         if now == made.to {
-            let done = if made.action == Action::ScaleUp.to_string() {
-                "ScaledUp"
-            } else if made.action == Action::ScaleDown.to_string() {
-                "ScaledDown"
-            } else {
-                "Expanded"
-            };
+            let done = done_reason(&made.action);
             let reason = self
                 .status
                 .decisions
@@ -1141,11 +1146,7 @@ impl Run<'_> {
             }
             match outcome {
                 Ok(()) => {
-                    let done = match decision.action {
-                        Action::ScaleUp => "ScaledUp",
-                        Action::ScaleDown => "ScaledDown",
-                        _ => "Expanded",
-                    };
+                    let done = done_reason(&action);
                     self.event(false, done, &action, format!("{span}: {reason}"))
                         .await;
                     ("applied", true)
