@@ -199,7 +199,15 @@ async fn an_unchanged_policy_is_evaluated_but_not_written_every_interval() {
         }
     })
     .await;
-    assert_eq!(p.replicas().await, 6);
+    // The proposal is recorded before the StatefulSet is patched (so that a crash in between
+    // is settled by the successor), so the patch may land a moment after the status.
+    eventually("the brokers follow", 60, || async {
+        match p.replicas().await {
+            6 => Ok(()),
+            n => Err(format!("{n} replicas")),
+        }
+    })
+    .await;
 }
 
 /// A controller process with extra flags; killed when dropped.
