@@ -33,7 +33,7 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
     kind = "ScalingPolicy",
     namespaced,
     shortname = "sp",
-    status = "ScalingPolicyStatus",
+    status = "Box<ScalingPolicyStatus>",
     derive = "PartialEq",
     doc = "Declares how a Pulsar cluster's brokers are scaled and its bookie volumes grown.",
     printcolumn(

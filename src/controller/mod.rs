@@ -247,8 +247,8 @@ impl Context {
             key,
             Box::new(PolicyState {
                 uid: sp.metadata.uid.clone(),
-                current: status::seed(sp.status.as_ref(), Timestamp::now()),
-                written: sp.status.as_ref().map(status::Written::of),
+                current: status::seed(sp.status.as_deref(), Timestamp::now()),
+                written: sp.status.as_deref().map(status::Written::of),
                 resource_version: sp.metadata.resource_version.clone(),
                 ..PolicyState::default()
             }),

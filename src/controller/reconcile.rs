@@ -87,8 +87,8 @@ fn state_of(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy, now: Timestamp) 
         .filter(|s| s.uid == sp.metadata.uid);
     known.unwrap_or_else(|| PolicyState {
         uid: sp.metadata.uid.clone(),
-        current: status::seed(sp.status.as_ref(), now),
-        written: sp.status.as_ref().map(status::Written::of),
+        current: status::seed(sp.status.as_deref(), now),
+        written: sp.status.as_deref().map(status::Written::of),
         resource_version: sp.metadata.resource_version.clone(),
         ..PolicyState::default()
     })
@@ -121,8 +121,8 @@ async fn resync(ctx: &Context, key: &PolicyKey, sp: &ScalingPolicy) -> Result<Re
     tracing::info!(policy = %key, "status changed elsewhere: memory read again from it");
     let state = PolicyState {
         uid: fresh.metadata.uid.clone(),
-        current: status::seed(fresh.status.as_ref(), Timestamp::now()),
-        written: fresh.status.as_ref().map(status::Written::of),
+        current: status::seed(fresh.status.as_deref(), Timestamp::now()),
+        written: fresh.status.as_deref().map(status::Written::of),
         resource_version: fresh.metadata.resource_version.clone(),
         ..PolicyState::default()
     };

@@ -72,6 +72,7 @@ pub(super) async fn status(k: &RealPulsarOnKube, name: &str) -> ScalingPolicySta
         .await
         .expect("policy")
         .status
+        .map(|s| *s)
         .unwrap_or_default()
 }
 
