@@ -1,7 +1,7 @@
 //! The controller's own observability: Prometheus metrics, `/metrics`, `/healthz`, `/readyz`,
 //! and tracing setup.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +11,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -31,52 +32,6 @@ pub struct PolicyLabels {
     pub namespace: Label,
     /// Policy name.
     pub policy: Label,
-}
-
-/// Labels of per-metric series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MetricLabels {
-    /// Policy namespace.
-    pub namespace: Label,
-    /// Policy name.
-    pub policy: Label,
-    /// Metric name from the spec.
-    pub metric: Label,
-}
-
-/// Labels of per-claim series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClaimLabels {
-    /// Policy namespace.
-    pub namespace: Label,
-    /// Policy name.
-    pub policy: Label,
-    /// PersistentVolumeClaim name.
-    pub claim: Label,
-}
-
-/// Labels of decision counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    /// Policy namespace.
-    pub namespace: Label,
-    /// Policy name.
-    pub policy: Label,
-    /// ScaleUp, ScaleDown, Expand.
-    pub action: Label,
-    /// applied, dry_run, rate_limited, unsafe, failed.
-    pub result: Label,
-}
-
-/// Labels of error counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    /// Policy namespace.
-    pub namespace: Label,
-    /// Policy name.
-    pub policy: Label,
-    /// Stable error kind.
-    pub kind: Label,
 }
 
 /// Labels of drain outcome series.
@@ -105,209 +60,40 @@ type GaugeF = Gauge<f64, AtomicU64>;
 
 /// Every series the controller exports.
 pub struct Metrics {
-    /// Latest value of each policy metric.
-    pub metric_value: Family<MetricLabels, GaugeF>,
-    /// Target of each policy metric.
-    pub metric_target: Family<MetricLabels, GaugeF>,
-    /// Replicas each metric proposes.
-    pub metric_proposed_replicas: Family<MetricLabels, Gauge>,
-    /// Each metric's load relative to its target (1 is on target).
-    pub metric_ratio: Family<MetricLabels, GaugeF>,
-    /// Broker replicas now.
-    pub current_replicas: Family<PolicyLabels, Gauge>,
-    /// Broker replicas wanted.
-    pub desired_replicas: Family<PolicyLabels, Gauge>,
-    /// Configured bounds.
-    pub min_replicas: Family<PolicyLabels, Gauge>,
-    /// Configured bounds.
-    pub max_replicas: Family<PolicyLabels, Gauge>,
-    /// 1 when every metric of the policy had usable data.
-    pub metrics_available: Family<PolicyLabels, Gauge>,
-    /// 1 when scaling is limited (bounds, steps, cooldowns).
-    pub scaling_limited: Family<PolicyLabels, Gauge>,
-    /// 1 when the policy can do its job (its `Ready` condition is True).
-    pub policy_ready: Family<PolicyLabels, Gauge>,
-    /// Used percent of each claim.
-    pub claim_used_percent: Family<ClaimLabels, GaugeF>,
-    /// Capacity of each claim in bytes.
-    pub claim_capacity_bytes: Family<ClaimLabels, GaugeF>,
-    /// maxSize of the claim's policy in bytes.
-    pub claim_max_size_bytes: Family<ClaimLabels, GaugeF>,
-    /// expandAtUsedPercent of the claim's policy.
-    pub claim_expand_threshold_percent: Family<ClaimLabels, GaugeF>,
-    /// 1 when the claim cannot be expanded although it should (Blocked or AtMaxSize).
-    pub claim_blocked: Family<ClaimLabels, Gauge>,
-    /// Decisions by action and result.
-    pub decisions: Family<DecisionLabels, Counter>,
-    /// Metric source errors by kind.
-    pub source_errors: Family<ErrorLabels, Counter>,
+    /// The per-policy gauges and counters, one record per policy (see [`PolicyTable`]).
+    series: Arc<PolicyTable>,
     /// Reconcile duration.
     pub reconcile_duration: Family<ResultLabels, Histogram>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
     /// Rebalance after scale-up.
     pub rebalance: RebalanceMetrics,
-    /// Bundles the leaving brokers still own while a drain runs (absent otherwise).
-    pub drain_bundles_left: Family<PolicyLabels, Gauge>,
     /// Time from a drain's start to its end, by outcome.
     pub drain_duration: Family<DrainLabels, Histogram>,
     /// Drains ended, by outcome.
     pub drain_outcomes: Family<DrainLabels, Counter>,
-    /// Label values each policy's series were created with, so a deleted policy's go too.
-    owned: Mutex<HashMap<(String, String), Owned>>,
     /// One shared copy of each label value in use.
     interned: Mutex<HashSet<Label>>,
-}
-
-/// The per-policy label values a policy has series for: a handful each, so small vectors (a
-/// one-element `BTreeSet` allocates a node for eleven).
-#[derive(Default)]
-struct Owned {
-    metrics: Vec<String>,
-    claims: Vec<String>,
-    actions: Vec<String>,
-    errors: Vec<String>,
-}
-
-/// Which per-policy family a label value belongs to.
-#[derive(Debug, Clone, Copy)]
-pub enum Series {
-    /// A broker metric name (`metric` label).
-    Metric,
-    /// A claim name (`claim` label).
-    Claim,
-    /// A decision action (`action` label).
-    Action,
-    /// A source error kind (`kind` label).
-    Error,
 }
 
 impl Metrics {
     /// Creates the series and registers them under the `pulsar_autoscaler` prefix.
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Metrics {
-            metric_value: Family::default(),
-            metric_target: Family::default(),
-            metric_proposed_replicas: Family::default(),
-            metric_ratio: Family::default(),
-            current_replicas: Family::default(),
-            desired_replicas: Family::default(),
-            min_replicas: Family::default(),
-            max_replicas: Family::default(),
-            metrics_available: Family::default(),
-            scaling_limited: Family::default(),
-            policy_ready: Family::default(),
-            claim_used_percent: Family::default(),
-            claim_capacity_bytes: Family::default(),
-            claim_max_size_bytes: Family::default(),
-            claim_expand_threshold_percent: Family::default(),
-            claim_blocked: Family::default(),
-            decisions: Family::default(),
-            source_errors: Family::default(),
+            series: Arc::default(),
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
             leader: Gauge::default(),
             rebalance: RebalanceMetrics::default(),
-            drain_bundles_left: Family::default(),
             drain_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.25, 2.0, 12))
             }),
             drain_outcomes: Family::default(),
-            owned: Mutex::new(HashMap::new()),
             interned: Mutex::new(HashSet::new()),
         };
         let r = registry.sub_registry_with_prefix("pulsar_autoscaler");
-        r.register(
-            "metric_value",
-            "Latest value of a policy metric (cluster total or utilization percent)",
-            m.metric_value.clone(),
-        );
-        r.register(
-            "metric_target",
-            "Target of a policy metric (per broker or utilization percent)",
-            m.metric_target.clone(),
-        );
-        r.register(
-            "metric_proposed_replicas",
-            "Broker replicas a metric proposes",
-            m.metric_proposed_replicas.clone(),
-        );
-        r.register(
-            "metric_ratio",
-            "Load of a policy metric relative to its target, per broker or utilization (1 is on target)",
-            m.metric_ratio.clone(),
-        );
-        r.register(
-            "current_replicas",
-            "Broker replicas at the last evaluation",
-            m.current_replicas.clone(),
-        );
-        r.register(
-            "desired_replicas",
-            "Broker replicas the policy wants",
-            m.desired_replicas.clone(),
-        );
-        r.register(
-            "min_replicas",
-            "minReplicas of the policy",
-            m.min_replicas.clone(),
-        );
-        r.register(
-            "max_replicas",
-            "maxReplicas of the policy",
-            m.max_replicas.clone(),
-        );
-        r.register(
-            "metrics_available",
-            "1 when every metric of the policy had usable data",
-            m.metrics_available.clone(),
-        );
-        r.register(
-            "policy_ready",
-            "1 when the policy can do its job (Ready condition True); 0 names no reason, the condition does",
-            m.policy_ready.clone(),
-        );
-        r.register(
-            "scaling_limited",
-            "1 when bounds, steps or cooldowns keep the policy from its wish",
-            m.scaling_limited.clone(),
-        );
-        r.register(
-            "claim_used_percent",
-            "Used space of a bookie claim in percent",
-            m.claim_used_percent.clone(),
-        );
-        r.register(
-            "claim_capacity_bytes",
-            "Capacity of a bookie claim",
-            m.claim_capacity_bytes.clone(),
-        );
-        r.register(
-            "claim_max_size_bytes",
-            "maxSize a bookie claim may grow to",
-            m.claim_max_size_bytes.clone(),
-        );
-        r.register(
-            "claim_expand_threshold_percent",
-            "expandAtUsedPercent of the claim's policy",
-            m.claim_expand_threshold_percent.clone(),
-        );
-        r.register(
-            "claim_blocked",
-            "1 when a claim should grow but cannot",
-            m.claim_blocked.clone(),
-        );
-        r.register(
-            "decisions",
-            "Decisions by action and result",
-            m.decisions.clone(),
-        );
-        r.register(
-            "source_errors",
-            "Metric source errors by kind",
-            m.source_errors.clone(),
-        );
+        r.register_collector(Box::new(m.series.clone()));
         r.register(
             "reconcile_duration_seconds",
             "Time of one policy evaluation",
@@ -319,11 +105,6 @@ impl Metrics {
             m.leader.clone(),
         );
         m.rebalance.register(r);
-        r.register(
-            "drain_bundles_left",
-            "Bundles the brokers being drained before a scale-down still own",
-            m.drain_bundles_left.clone(),
-        );
         r.register(
             "drain_duration_seconds",
             "Time from the start of a drain to its end, by outcome",
@@ -387,73 +168,71 @@ impl RebalanceMetrics {
 pub const DECISION_RESULTS: [&str; 5] = ["applied", "dry_run", "rate_limited", "unsafe", "failed"];
 
 impl Metrics {
-    /// Notes that a policy has series with this label value.
-    pub fn track(&self, namespace: &str, policy: &str, series: Series, value: &str) {
-        let Ok(mut owned) = self.owned.lock() else {
+    /// Sets a policy's own gauges (`None` withdraws one).
+    pub fn set_policy(&self, namespace: &str, policy: &str, set: impl FnOnce(&mut PolicyGauges)) {
+        let key = self.policy_key(namespace, policy);
+        self.series.with(key, |s| set(&mut s.gauges));
+    }
+
+    /// Sets the series of one broker metric of a policy.
+    pub fn set_metric(&self, namespace: &str, policy: &str, metric: &str, g: MetricGauges) {
+        let (key, metric) = (self.policy_key(namespace, policy), self.label(metric));
+        self.series
+            .with(key, |s| *entry(&mut s.metrics, metric) = g);
+    }
+
+    /// Sets the series of one bookie claim of a policy.
+    pub fn set_claim(&self, namespace: &str, policy: &str, claim: &str, g: ClaimGauges) {
+        let (key, claim) = (self.policy_key(namespace, policy), self.label(claim));
+        self.series.with(key, |s| *entry(&mut s.claims, claim) = g);
+    }
+
+    /// Counts a decision of a policy; `result` is one of [`DECISION_RESULTS`].
+    pub fn count_decision(&self, namespace: &str, policy: &str, action: &str, result: &str) {
+        let Some(at) = DECISION_RESULTS.iter().position(|r| *r == result) else {
             return;
         };
-        let o = owned
-            .entry((namespace.to_string(), policy.to_string()))
-            .or_default();
-        let set = match series {
-            Series::Metric => &mut o.metrics,
-            Series::Claim => &mut o.claims,
-            Series::Action => &mut o.actions,
-            Series::Error => &mut o.errors,
-        };
-        if !set.iter().any(|v| v == value) {
-            set.push(value.to_string());
-        }
+        let (key, action) = (self.policy_key(namespace, policy), self.label(action));
+        self.series
+            .with(key, |s| entry(&mut s.decisions, action)[at] += 1);
+    }
+
+    /// Creates a policy's decision counters at zero. A counter born at 1 shows no `increase()`,
+    /// so without this the first decision of each kind would be missing from the dashboards'
+    /// annotations and from the alerts.
+    pub fn declare_decisions(&self, namespace: &str, policy: &str, actions: &[&str]) {
+        let key = self.policy_key(namespace, policy);
+        let actions: Vec<Label> = actions.iter().map(|a| self.label(a)).collect();
+        self.series.with(key, |s| {
+            for action in actions {
+                entry(&mut s.decisions, action);
+            }
+        });
     }
 
     /// Counts a metrics source error of a policy.
     pub fn count_source_error(&self, namespace: &str, policy: &str, kind: &str) {
-        self.track(namespace, policy, Series::Error, kind);
-        let labels = ErrorLabels {
-            namespace: self.label(namespace),
-            policy: self.label(policy),
-            kind: self.label(kind),
-        };
-        self.source_errors.get_or_create(&labels).inc();
+        let (key, kind) = (self.policy_key(namespace, policy), self.label(kind));
+        self.series
+            .with(key, |s| *entry(&mut s.source_errors, kind) += 1);
     }
 
     /// Removes every series of a deleted policy.
     pub fn forget_policy(&self, namespace: &str, policy: &str) {
-        let owned = self
-            .owned
-            .lock()
-            .ok()
-            .and_then(|mut o| o.remove(&(namespace.to_string(), policy.to_string())))
-            .unwrap_or_default();
+        let removed = {
+            let mut table = self.series.lock();
+            let removed = table.get_mut(namespace).and_then(|p| p.remove(policy));
+            if table.get(namespace).is_some_and(BTreeMap::is_empty) {
+                table.remove(namespace);
+            }
+            removed
+        };
         let (ns, name): (Label, Label) = (namespace.into(), policy.into());
-        for metric in &owned.metrics {
-            let l = MetricLabels {
-                namespace: ns.clone(),
-                policy: name.clone(),
-                metric: metric.as_str().into(),
-            };
-            self.metric_value.remove(&l);
-            self.metric_target.remove(&l);
-            self.metric_proposed_replicas.remove(&l);
-            self.metric_ratio.remove(&l);
-        }
         let l = PolicyLabels {
             namespace: ns.clone(),
             policy: name.clone(),
         };
         self.rebalance.forget(&l);
-        for family in [
-            &self.current_replicas,
-            &self.desired_replicas,
-            &self.min_replicas,
-            &self.max_replicas,
-            &self.metrics_available,
-            &self.scaling_limited,
-            &self.drain_bundles_left,
-            &self.policy_ready,
-        ] {
-            family.remove(&l);
-        }
         for outcome in DRAIN_OUTCOMES {
             let l = DrainLabels {
                 namespace: ns.clone(),
@@ -463,42 +242,18 @@ impl Metrics {
             self.drain_outcomes.remove(&l);
             self.drain_duration.remove(&l);
         }
-        for claim in &owned.claims {
-            let l = ClaimLabels {
-                namespace: ns.clone(),
-                policy: name.clone(),
-                claim: claim.as_str().into(),
-            };
-            self.claim_used_percent.remove(&l);
-            self.claim_capacity_bytes.remove(&l);
-            self.claim_max_size_bytes.remove(&l);
-            self.claim_expand_threshold_percent.remove(&l);
-            self.claim_blocked.remove(&l);
-        }
-        for action in &owned.actions {
-            for result in DECISION_RESULTS {
-                self.decisions.remove(&DecisionLabels {
-                    namespace: ns.clone(),
-                    policy: name.clone(),
-                    action: action.as_str().into(),
-                    result: result.into(),
-                });
-            }
-        }
-        for kind in &owned.errors {
-            self.source_errors.remove(&ErrorLabels {
-                namespace: ns.clone(),
-                policy: name.clone(),
-                kind: kind.as_str().into(),
-            });
-        }
-        let values = [namespace, policy].into_iter().chain(
-            [&owned.metrics, &owned.claims, &owned.actions, &owned.errors]
+        // Copies, so that the record's own references are gone when the interner counts them.
+        let held: Vec<String> = removed
+            .map(PolicySeries::labels)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        self.release(
+            [namespace, policy]
                 .into_iter()
-                .flatten()
-                .map(String::as_str),
+                .chain(held.iter().map(String::as_str)),
         );
-        self.release(values);
     }
 
     /// The shared copy of a label value.
@@ -542,40 +297,6 @@ impl Metrics {
         }
     }
 
-    /// Labels of a policy metric's series.
-    pub fn metric_labels(&self, namespace: &str, policy: &str, metric: &str) -> MetricLabels {
-        MetricLabels {
-            namespace: self.label(namespace),
-            policy: self.label(policy),
-            metric: self.label(metric),
-        }
-    }
-
-    /// Labels of a claim's series.
-    pub fn claim_labels(&self, namespace: &str, policy: &str, claim: &str) -> ClaimLabels {
-        ClaimLabels {
-            namespace: self.label(namespace),
-            policy: self.label(policy),
-            claim: self.label(claim),
-        }
-    }
-
-    /// Labels of a decision counter.
-    pub fn decision_labels(
-        &self,
-        namespace: &str,
-        policy: &str,
-        action: &str,
-        result: &str,
-    ) -> DecisionLabels {
-        DecisionLabels {
-            namespace: self.label(namespace),
-            policy: self.label(policy),
-            action: self.label(action),
-            result: self.label(result),
-        }
-    }
-
     /// Labels of a drain outcome's series.
     pub fn drain_labels(&self, namespace: &str, policy: &str, outcome: &str) -> DrainLabels {
         DrainLabels {
@@ -585,18 +306,298 @@ impl Metrics {
         }
     }
 
-    /// Creates a policy's decision counters at zero. A counter born at 1 shows no `increase()`,
-    /// so without this the first decision of each kind would be missing from the dashboards'
-    /// annotations and from the alerts.
-    pub fn declare_decisions(&self, namespace: &str, policy: &str, actions: &[&str]) {
-        for action in actions {
-            self.track(namespace, policy, Series::Action, action);
-            for result in DECISION_RESULTS {
-                let _ = self
-                    .decisions
-                    .get_or_create(&self.decision_labels(namespace, policy, action, result));
-            }
+    fn policy_key(&self, namespace: &str, policy: &str) -> (Label, Label) {
+        (self.label(namespace), self.label(policy))
+    }
+}
+
+/// A policy's own gauges; `None` is a series not exported.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct PolicyGauges {
+    /// Broker replicas at the last evaluation.
+    pub current_replicas: Option<i64>,
+    /// Broker replicas the policy wants.
+    pub desired_replicas: Option<i64>,
+    /// `minReplicas`.
+    pub min_replicas: Option<i64>,
+    /// `maxReplicas`.
+    pub max_replicas: Option<i64>,
+    /// 1 when every metric had usable data.
+    pub metrics_available: Option<i64>,
+    /// 1 when bounds, steps or cooldowns keep the policy from its wish.
+    pub scaling_limited: Option<i64>,
+    /// 1 when the Ready condition is True.
+    pub policy_ready: Option<i64>,
+    /// Bundles the brokers being drained still own.
+    pub drain_bundles_left: Option<i64>,
+}
+
+/// The series of one broker metric of a policy.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct MetricGauges {
+    /// Latest value (`None`: no usable data, the series is withdrawn).
+    pub value: Option<f64>,
+    /// Target per broker or utilization percent.
+    pub target: f64,
+    /// Replicas the metric proposes.
+    pub proposed_replicas: Option<i64>,
+    /// Load relative to the target.
+    pub ratio: Option<f64>,
+}
+
+/// The series of one bookie claim of a policy.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ClaimGauges {
+    /// Used space in percent (`None`: no usage value this round).
+    pub used_percent: Option<f64>,
+    /// Capacity in bytes.
+    pub capacity_bytes: f64,
+    /// `maxSize` in bytes.
+    pub max_size_bytes: f64,
+    /// `expandAtUsedPercent`.
+    pub expand_threshold_percent: f64,
+    /// 1 when the claim should grow but cannot.
+    pub blocked: i64,
+}
+
+/// Every per-policy series of one policy as plain values. A `Family` entry per series (label
+/// set, hash slot, shared cell) cost ~150 bytes, ~3 KiB for a policy's ~21 series; here the
+/// policy's labels are its key, once, and each series is a number.
+#[derive(Debug, Default)]
+struct PolicySeries {
+    gauges: PolicyGauges,
+    metrics: Vec<(Label, MetricGauges)>,
+    claims: Vec<(Label, ClaimGauges)>,
+    decisions: Vec<(Label, [u64; DECISION_RESULTS.len()])>,
+    source_errors: Vec<(Label, u64)>,
+}
+
+impl PolicySeries {
+    /// The label values the record holds, to release from the interner once it is gone.
+    fn labels(self) -> Vec<Label> {
+        let mut held: Vec<Label> = self.metrics.into_iter().map(|(l, _)| l).collect();
+        held.extend(self.claims.into_iter().map(|(l, _)| l));
+        held.extend(self.decisions.into_iter().map(|(l, _)| l));
+        held.extend(self.source_errors.into_iter().map(|(l, _)| l));
+        held
+    }
+}
+
+/// The value under `label`, created at its default if missing.
+fn entry<V: Default>(list: &mut Vec<(Label, V)>, label: Label) -> &mut V {
+    let at = match list.iter().position(|(l, _)| *l == label) {
+        Some(at) => at,
+        None => {
+            list.push((label, V::default()));
+            list.len() - 1
         }
+    };
+    &mut list[at].1
+}
+
+/// The per-policy series of every policy, by namespace and name; encoded on each scrape in that
+/// order, under the same names, labels and types a `Family` per series would have.
+#[derive(Debug, Default)]
+pub struct PolicyTable(Mutex<BTreeMap<Label, BTreeMap<Label, PolicySeries>>>);
+
+type Table = BTreeMap<Label, BTreeMap<Label, PolicySeries>>;
+
+impl PolicyTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with<R>(&self, (ns, policy): (Label, Label), f: impl FnOnce(&mut PolicySeries) -> R) -> R {
+        f(self
+            .lock()
+            .entry(ns)
+            .or_default()
+            .entry(policy)
+            .or_default())
+    }
+}
+
+/// Encodes one family from `(labels, metric)` pairs; nothing for none, like an empty `Family`.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (L, M)>,
+) -> std::fmt::Result {
+    let mut series = series.peekable();
+    let Some((_, first)) = series.peek() else {
+        return Ok(());
+    };
+    let mut e = encoder.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, metric) in series {
+        metric.encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for PolicyTable {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let table = self.lock();
+        let policies = || {
+            table.iter().flat_map(|(ns, p)| {
+                p.iter()
+                    .map(move |(name, s)| ([("namespace", &**ns), ("policy", &**name)], s))
+            })
+        };
+        let gauge = |pick: fn(&PolicyGauges) -> Option<i64>| {
+            policies().filter_map(move |(l, s)| pick(&s.gauges).map(|v| (l, ConstGauge::new(v))))
+        };
+        let metric = |pick: fn(&MetricGauges) -> Option<f64>| {
+            policies().flat_map(move |([ns, p], s)| {
+                s.metrics.iter().filter_map(move |(m, g)| {
+                    pick(g).map(|v| ([ns, p, ("metric", &**m)], ConstGauge::new(v)))
+                })
+            })
+        };
+        let claim = |pick: fn(&ClaimGauges) -> Option<f64>| {
+            policies().flat_map(move |([ns, p], s)| {
+                s.claims.iter().filter_map(move |(c, g)| {
+                    pick(g).map(|v| ([ns, p, ("claim", &**c)], ConstGauge::new(v)))
+                })
+            })
+        };
+        let e = &mut encoder;
+        family(
+            e,
+            "metric_value",
+            "Latest value of a policy metric (cluster total or utilization percent)",
+            metric(|g| g.value),
+        )?;
+        family(
+            e,
+            "metric_target",
+            "Target of a policy metric (per broker or utilization percent)",
+            metric(|g| Some(g.target)),
+        )?;
+        family(
+            e,
+            "metric_proposed_replicas",
+            "Broker replicas a metric proposes",
+            policies().flat_map(|([ns, p], s)| {
+                s.metrics.iter().filter_map(move |(m, g)| {
+                    g.proposed_replicas
+                        .map(|v| ([ns, p, ("metric", &**m)], ConstGauge::new(v)))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "metric_ratio",
+            "Load of a policy metric relative to its target, per broker or utilization (1 is on target)",
+            metric(|g| g.ratio),
+        )?;
+        family(
+            e,
+            "current_replicas",
+            "Broker replicas at the last evaluation",
+            gauge(|g| g.current_replicas),
+        )?;
+        family(
+            e,
+            "desired_replicas",
+            "Broker replicas the policy wants",
+            gauge(|g| g.desired_replicas),
+        )?;
+        family(
+            e,
+            "min_replicas",
+            "minReplicas of the policy",
+            gauge(|g| g.min_replicas),
+        )?;
+        family(
+            e,
+            "max_replicas",
+            "maxReplicas of the policy",
+            gauge(|g| g.max_replicas),
+        )?;
+        family(
+            e,
+            "metrics_available",
+            "1 when every metric of the policy had usable data",
+            gauge(|g| g.metrics_available),
+        )?;
+        family(
+            e,
+            "policy_ready",
+            "1 when the policy can do its job (Ready condition True); 0 names no reason, the condition does",
+            gauge(|g| g.policy_ready),
+        )?;
+        family(
+            e,
+            "scaling_limited",
+            "1 when bounds, steps or cooldowns keep the policy from its wish",
+            gauge(|g| g.scaling_limited),
+        )?;
+        family(
+            e,
+            "drain_bundles_left",
+            "Bundles the brokers being drained before a scale-down still own",
+            gauge(|g| g.drain_bundles_left),
+        )?;
+        family(
+            e,
+            "claim_used_percent",
+            "Used space of a bookie claim in percent",
+            claim(|g| g.used_percent),
+        )?;
+        family(
+            e,
+            "claim_capacity_bytes",
+            "Capacity of a bookie claim",
+            claim(|g| Some(g.capacity_bytes)),
+        )?;
+        family(
+            e,
+            "claim_max_size_bytes",
+            "maxSize a bookie claim may grow to",
+            claim(|g| Some(g.max_size_bytes)),
+        )?;
+        family(
+            e,
+            "claim_expand_threshold_percent",
+            "expandAtUsedPercent of the claim's policy",
+            claim(|g| Some(g.expand_threshold_percent)),
+        )?;
+        family(
+            e,
+            "claim_blocked",
+            "1 when a claim should grow but cannot",
+            policies().flat_map(|([ns, p], s)| {
+                s.claims
+                    .iter()
+                    .map(move |(c, g)| ([ns, p, ("claim", &**c)], ConstGauge::new(g.blocked)))
+            }),
+        )?;
+        family(
+            e,
+            "decisions",
+            "Decisions by action and result",
+            policies().flat_map(|([ns, p], s)| {
+                s.decisions.iter().flat_map(move |(a, counts)| {
+                    DECISION_RESULTS.iter().zip(counts).map(move |(r, n)| {
+                        (
+                            [ns, p, ("action", &**a), ("result", *r)],
+                            ConstCounter::new(*n),
+                        )
+                    })
+                })
+            }),
+        )?;
+        family(
+            e,
+            "source_errors",
+            "Metric source errors by kind",
+            policies().flat_map(|([ns, p], s)| {
+                s.source_errors
+                    .iter()
+                    .map(move |(k, n)| ([ns, p, ("kind", &**k)], ConstCounter::new(*n)))
+            }),
+        )
     }
 }
 
@@ -739,14 +740,7 @@ mod tests {
             && l.contains("policy=\"brokers\"")));
 
         // Declaring again keeps counted values.
-        m.decisions
-            .get_or_create(&DecisionLabels {
-                namespace: "pulsar".into(),
-                policy: "brokers".into(),
-                action: "ScaleUp".into(),
-                result: "applied".into(),
-            })
-            .inc();
+        m.count_decision("pulsar", "brokers", "ScaleUp", "applied");
         m.declare_decisions("pulsar", "brokers", &["ScaleUp"]);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -756,27 +750,66 @@ mod tests {
     }
 
     #[test]
+    fn per_policy_series_keep_their_names_labels_and_types() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.set_policy("pulsar", "brokers", |g| {
+            g.current_replicas = Some(3);
+            g.policy_ready = Some(1);
+        });
+        let g = MetricGauges {
+            value: None,
+            target: 52428800.0,
+            proposed_replicas: Some(4),
+            ratio: None,
+        };
+        m.set_metric("pulsar", "brokers", "throughput", g);
+        m.count_decision("pulsar", "brokers", "ScaleUp", "applied");
+        m.count_source_error("pulsar", "brokers", "timeout");
+        m.set_policy("pulsar", "brokers", |g| g.policy_ready = None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "# TYPE pulsar_autoscaler_current_replicas gauge",
+            "pulsar_autoscaler_current_replicas{namespace=\"pulsar\",policy=\"brokers\"} 3",
+            "pulsar_autoscaler_metric_target{namespace=\"pulsar\",policy=\"brokers\",metric=\"throughput\"} 52428800.0",
+            "pulsar_autoscaler_metric_proposed_replicas{namespace=\"pulsar\",policy=\"brokers\",metric=\"throughput\"} 4",
+            "# TYPE pulsar_autoscaler_decisions counter",
+            "pulsar_autoscaler_decisions_total{namespace=\"pulsar\",policy=\"brokers\",action=\"ScaleUp\",result=\"applied\"} 1",
+            "pulsar_autoscaler_source_errors_total{namespace=\"pulsar\",policy=\"brokers\",kind=\"timeout\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // Withdrawn or never set: no sample and no empty family.
+        for absent in ["policy_ready", "metric_value", "metric_ratio", "claim_"] {
+            assert!(
+                !text.contains(&format!("pulsar_autoscaler_{absent}")),
+                "{absent}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn a_forgotten_policy_leaves_no_series() {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);
         for policy in ["gone", "kept"] {
             m.declare_decisions("pulsar", policy, &["ScaleUp", "Expand"]);
-            m.track("pulsar", policy, Series::Metric, "throughput");
-            let l = m.metric_labels("pulsar", policy, "throughput");
-            m.metric_value.get_or_create(&l).set(1.0);
-            m.metric_ratio.get_or_create(&l).set(1.0);
-            let p = m.policy_labels("pulsar", policy);
-            m.current_replicas.get_or_create(&p).set(3);
-            m.track("pulsar", policy, Series::Claim, "ledgers-b-0");
-            m.claim_blocked
-                .get_or_create(&m.claim_labels("pulsar", policy, "ledgers-b-0"))
-                .set(0);
+            let g = MetricGauges {
+                value: Some(1.0),
+                target: 1.0,
+                proposed_replicas: None,
+                ratio: Some(1.0),
+            };
+            m.set_metric("pulsar", policy, "throughput", g);
+            m.set_policy("pulsar", policy, |g| g.current_replicas = Some(3));
+            m.set_claim("pulsar", policy, "ledgers-b-0", ClaimGauges::default());
             m.count_source_error("pulsar", policy, "connect");
         }
         // Label values are shared: each held once, whatever the number of series (namespace,
-        // two policies, two actions, metric, claim, error kind, the results).
+        // two policies, two actions, metric, claim, error kind).
         let held = m.labels_held();
-        assert_eq!(held, 1 + 2 + 2 + 1 + 1 + 1 + DECISION_RESULTS.len());
+        assert_eq!(held, 1 + 2 + 2 + 1 + 1 + 1);
         m.forget_policy("pulsar", "gone");
         assert_eq!(m.labels_held(), held - 1, "only the policy's own name goes");
         let mut text = String::new();
@@ -798,10 +831,6 @@ mod tests {
             );
         }
         m.forget_policy("pulsar", "kept");
-        assert_eq!(
-            m.labels_held(),
-            DECISION_RESULTS.len(),
-            "only the fixed results stay"
-        );
+        assert_eq!(m.labels_held(), 0, "no label value outlives its series");
     }
 }

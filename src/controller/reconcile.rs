@@ -32,7 +32,7 @@ use crate::metrics::PolicyReadings;
 use crate::metrics::round::COUNT_UNKNOWN;
 use crate::policy::{self, Policy};
 use crate::quantity;
-use crate::telemetry::{PolicyLabels, ResultLabels, Series};
+use crate::telemetry::{ClaimGauges, MetricGauges, PolicyGauges, PolicyLabels, ResultLabels};
 
 /// Requeue of a policy that cannot be evaluated until its spec changes.
 const INVALID_RETRY: Duration = Duration::from_secs(300);
@@ -234,7 +234,7 @@ impl Run<'_> {
             );
             self.condition(kind::READY, false, "Suspended", "spec.suspend is true");
             // Suspended on purpose: no readiness to alert on.
-            self.ctx.metrics.policy_ready.remove(&self.labels());
+            self.gauges(|g| g.policy_ready = None);
             self.write_status().await?;
             return Ok(Requeue::requeue(policy.interval));
         }
@@ -410,6 +410,13 @@ impl Run<'_> {
         self.ctx.metrics.policy_labels(&self.namespace, &self.name)
     }
 
+    /// Sets this policy's own gauges.
+    fn gauges(&self, set: impl FnOnce(&mut PolicyGauges)) {
+        self.ctx
+            .metrics
+            .set_policy(&self.namespace, &self.name, set);
+    }
+
     fn condition(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
         status::set_condition(
             &mut self.status,
@@ -440,11 +447,7 @@ impl Run<'_> {
 
     /// `pulsar_autoscaler_policy_ready`, for the alert on policies that cannot do their job.
     fn export_ready(&self, ready: bool) {
-        self.ctx
-            .metrics
-            .policy_ready
-            .get_or_create(&self.labels())
-            .set(i64::from(ready));
+        self.gauges(|g| g.policy_ready = Some(i64::from(ready)));
     }
 
     /// One Warning Event when Ready turns False or its reason changes (not every interval).
@@ -1030,11 +1033,7 @@ impl Run<'_> {
             )
         };
         self.condition(kind::METRICS_AVAILABLE, value, reason, &message);
-        self.ctx
-            .metrics
-            .metrics_available
-            .get_or_create(&self.labels())
-            .set(i64::from(value));
+        self.gauges(|g| g.metrics_available = Some(i64::from(value)));
         if let Availability::Unavailable(_) = &outcome.availability {
             // Without any usable metric the policy cannot scale: not Ready, and why.
             let why = if readings.errors.is_empty() {
@@ -1174,12 +1173,7 @@ impl Run<'_> {
     fn count_decision(&self, action: &str, result: &str) {
         self.ctx
             .metrics
-            .track(&self.namespace, &self.name, Series::Action, action);
-        let labels = self
-            .ctx
-            .metrics
-            .decision_labels(&self.namespace, &self.name, action, result);
-        self.ctx.metrics.decisions.get_or_create(&labels).inc();
+            .count_decision(&self.namespace, &self.name, action, result);
     }
 
     fn export_brokers(
@@ -1190,52 +1184,21 @@ impl Run<'_> {
     ) {
         let m = &self.ctx.metrics;
         for e in &outcome.metrics {
-            m.track(&self.namespace, &self.name, Series::Metric, &e.name);
-            let labels = m.metric_labels(&self.namespace, &self.name, &e.name);
-            m.metric_target.get_or_create(&labels).set(e.target);
-            match e.value {
-                Some(v) => {
-                    m.metric_value.get_or_create(&labels).set(v);
-                }
-                None => {
-                    m.metric_value.remove(&labels);
-                }
-            }
-            match e.ratio {
-                Some(r) => {
-                    m.metric_ratio.get_or_create(&labels).set(r);
-                }
-                None => {
-                    m.metric_ratio.remove(&labels);
-                }
-            }
-            match e.proposed_replicas {
-                Some(r) => {
-                    m.metric_proposed_replicas
-                        .get_or_create(&labels)
-                        .set(i64::from(r));
-                }
-                None => {
-                    m.metric_proposed_replicas.remove(&labels);
-                }
-            }
+            let g = MetricGauges {
+                value: e.value,
+                target: e.target,
+                proposed_replicas: e.proposed_replicas.map(i64::from),
+                ratio: e.ratio,
+            };
+            m.set_metric(&self.namespace, &self.name, &e.name, g);
         }
-        let labels = self.labels();
-        m.current_replicas
-            .get_or_create(&labels)
-            .set(i64::from(replicas));
-        m.desired_replicas
-            .get_or_create(&labels)
-            .set(i64::from(outcome.desired));
-        m.min_replicas
-            .get_or_create(&labels)
-            .set(i64::from(brokers.min_replicas));
-        m.max_replicas
-            .get_or_create(&labels)
-            .set(i64::from(brokers.max_replicas));
-        m.scaling_limited
-            .get_or_create(&labels)
-            .set(i64::from(outcome.limited.is_some()));
+        self.gauges(|g| {
+            g.current_replicas = Some(i64::from(replicas));
+            g.desired_replicas = Some(i64::from(outcome.desired));
+            g.min_replicas = Some(i64::from(brokers.min_replicas));
+            g.max_replicas = Some(i64::from(brokers.max_replicas));
+            g.scaling_limited = Some(i64::from(outcome.limited.is_some()));
+        });
     }
 
     async fn bookies(
@@ -1428,28 +1391,15 @@ impl Run<'_> {
         used: Option<f64>,
         blocked: bool,
     ) {
-        let m = &self.ctx.metrics;
-        m.track(&self.namespace, &self.name, Series::Claim, &state.name);
-        let labels = m.claim_labels(&self.namespace, &self.name, &state.name);
-        match used {
-            Some(u) => {
-                m.claim_used_percent.get_or_create(&labels).set(u);
-            }
-            None => {
-                m.claim_used_percent.remove(&labels);
-            }
-        }
-        m.claim_capacity_bytes
-            .get_or_create(&labels)
-            .set(state.capacity.unwrap_or(state.requested) as f64);
-        m.claim_max_size_bytes
-            .get_or_create(&labels)
-            .set(bookies.max_size as f64);
-        m.claim_expand_threshold_percent
-            .get_or_create(&labels)
-            .set(bookies.expand_at_used_percent);
-        m.claim_blocked
-            .get_or_create(&labels)
-            .set(i64::from(blocked));
+        let g = ClaimGauges {
+            used_percent: used,
+            capacity_bytes: state.capacity.unwrap_or(state.requested) as f64,
+            max_size_bytes: bookies.max_size as f64,
+            expand_threshold_percent: bookies.expand_at_used_percent,
+            blocked: i64::from(blocked),
+        };
+        self.ctx
+            .metrics
+            .set_claim(&self.namespace, &self.name, &state.name, g);
     }
 }

@@ -27,7 +27,6 @@ use crate::decide::drain::{self as plan, Next, Phase, Remembered};
 use crate::decide::{Action, Decision};
 use crate::guard::{self, Verdict};
 use crate::policy::{self, Policy};
-use crate::telemetry::Series;
 
 /// Condition type: drains can run and a drained broker can close within its grace period.
 pub const DRAIN_AVAILABLE: &str = "DrainAvailable";
@@ -804,23 +803,12 @@ impl Run<'_> {
     }
 
     fn drain_gauge(&self, left: Option<i32>) {
-        let m = &self.ctx.metrics;
-        match left {
-            Some(n) => {
-                m.drain_bundles_left
-                    .get_or_create(&self.labels())
-                    .set(i64::from(n));
-            }
-            None => {
-                m.drain_bundles_left.remove(&self.labels());
-            }
-        }
+        self.gauges(|g| g.drain_bundles_left = left.map(i64::from));
     }
 
     fn drain_ended(&self, drain: &DrainStatus, outcome: &str) {
         let m = &self.ctx.metrics;
         let labels = m.drain_labels(&self.namespace, &self.name, outcome);
-        m.track(&self.namespace, &self.name, Series::Action, "ScaleDown");
         m.drain_outcomes.get_or_create(&labels).inc();
         m.drain_duration
             .get_or_create(&labels)
