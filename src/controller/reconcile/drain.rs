@@ -40,6 +40,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_GRACE_SECS: i64 = 30;
 /// An abandoned drain holds new attempts at least this long (or the scale-down cooldown).
 const MIN_RETRY: Duration = Duration::from_secs(60);
+/// How long after the last unload the leaving brokers must still own nothing before they are
+/// removed: an unloaded bundle is placed again at its clients' next lookup, and the load manager
+/// may place it on a leaving broker, which then stops with it.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// What an evaluation made of the drain.
 #[derive(Debug, Default)]
@@ -542,6 +546,7 @@ impl Run<'_> {
         let leaving = plan::leaving(from, to);
         let round = Instant::now();
         let mut unloads = 0u32;
+        let mut last_unload: Option<Instant> = None;
         let mut last_error = None;
         loop {
             if let Some(problem) = view.unusable(&leaving, from) {
@@ -564,6 +569,13 @@ impl Run<'_> {
             note_owned(&mut drain, &owned);
             self.drain_gauge(Some(drain.bundles_left));
             if drain.bundles_left == 0 {
+                let settling =
+                    last_unload.map_or(Duration::ZERO, |t| SETTLE.saturating_sub(t.elapsed()));
+                if !settling.is_zero() {
+                    // Look again once the moved bundles have been placed.
+                    tokio::time::sleep(settling).await;
+                    continue;
+                }
                 return self.finish(decision, drain, brokers, api).await;
             }
             let took = self.elapsed(&drain);
@@ -606,6 +618,7 @@ impl Run<'_> {
                     .unwrap_or_default();
                 unloads += 1;
                 let Some(client) = &view.client else { break };
+                last_unload = Some(Instant::now());
                 match client
                     .unload(&host, &m.bundle, Some(&m.to), &view.active)
                     .await
