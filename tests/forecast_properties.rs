@@ -115,6 +115,37 @@ fn readings() -> impl Strategy<Value = Vec<Reading>> {
         })
 }
 
+/// Long, deep swings (20 to 60 minutes from crest to crest, ±20–50 %, one to two hours), the
+/// kind flap damping follows down in one or two steps, with some readings spoiled.
+fn long_swings() -> impl Strategy<Value = Vec<Reading>> {
+    (
+        300.0f64..1500.0,
+        0.2f64..0.5,
+        80.0f64..240.0,
+        proptest::collection::vec(reading(), 240..480),
+    )
+        .prop_map(|(base, depth, period, noise)| {
+            noise
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let phase = std::f64::consts::TAU * i as f64 / period;
+                    let shape = base * (1.0 + depth * phase.sin());
+                    match r {
+                        Reading::Value(v) => Reading::Value(shape + v * 0.01),
+                        Reading::Partial(_) => Reading::Partial(shape),
+                        other => other,
+                    }
+                })
+                .collect()
+        })
+}
+
+/// Either kind of generated load.
+fn load() -> impl Strategy<Value = Vec<Reading>> {
+    prop_oneof![readings(), long_swings()]
+}
+
 fn samples(r: Reading, current: u32, now: i64) -> Vec<Option<Sample>> {
     let heap = |reporting| Sample {
         value: 40.0,
@@ -200,7 +231,7 @@ proptest! {
     /// does not ask for, never fewer brokers than without the forecast.
     #[test]
     fn a_forecast_never_scales_down_on_its_own(
-        p in broker_policy(), f in forecast_policy(), start in 1u32..30, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), start in 1u32..30, rs in load(),
     ) {
         walk(&p, f, start, &rs, |current, _, with, without| {
             prop_assert!(with.decision.to >= without.decision.to,
@@ -223,7 +254,7 @@ proptest! {
     /// without it.
     #[test]
     fn a_forecast_never_acts_on_missing_or_partial_data(
-        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in load(),
     ) {
         let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
         walk(&p, f, start, &rs, |_, r, with, without| {
@@ -239,7 +270,7 @@ proptest! {
     /// Within [minReplicas, maxReplicas] and maxStep, forecast or not.
     #[test]
     fn a_forecast_stays_within_bounds_and_steps(
-        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in load(),
     ) {
         let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
         walk(&p, f, start, &rs, |current, _, with, _| {
@@ -257,7 +288,7 @@ proptest! {
     /// Without the forecast the engine is exactly `decide_brokers`.
     #[test]
     fn without_a_forecast_nothing_changes(
-        p in broker_policy(), start in 1u32..30, rs in readings(),
+        p in broker_policy(), start in 1u32..30, rs in load(),
     ) {
         let mut memory = BrokerMemory::default();
         let mut current = start;
@@ -713,4 +744,39 @@ fn the_flap_level_is_the_fewest_brokers_within_tolerance() {
     let o = decide_brokers_with(&inputs, Some(&ahead));
     assert!(o.memory.ahead.levels.is_empty());
     assert_eq!(o.decision.action, Action::Hold);
+}
+
+#[test]
+fn a_long_generated_swing_is_followed_down_in_two_steps() {
+    // What `long_swings` generates reaches the two-step rule, so the properties above check
+    // it: ±40 % around 1000 every 40 minutes for two hours, a 2m 30s scale-down window and
+    // steps of half the brokers, flapping at 2 turns an hour.
+    let mut p = throughput_policy();
+    p.scale_down.window = Duration::from_secs(150);
+    p.scale_down.max_percent = Some(50);
+    let f = ForecastPolicy {
+        flap_turns_per_hour: 2,
+        ..auto()
+    };
+    let readings: Vec<Reading> = (0..480)
+        .map(|i| {
+            let phase = std::f64::consts::TAU * f64::from(i) / 160.0;
+            Reading::Value(1000.0 * (1.0 + 0.4 * phase.sin()))
+        })
+        .collect();
+    let (mut middles, mut lows) = (0, 0);
+    walk(&p, f, 10, &readings, |_, _, with, without| {
+        assert!(with.decision.to >= without.decision.to);
+        let reason = with.decision.reason();
+        if with.decision.action == Action::ScaleDown {
+            middles += usize::from(reason.contains("in two steps, first to"));
+            lows += usize::from(reason.contains("down to its low step"));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        middles >= 1 && lows >= 1,
+        "{middles} middle steps, {lows} low steps"
+    );
 }

@@ -17,6 +17,12 @@ pub const MAX_TURNS: usize = 64;
 /// wobbles by one broker around a boundary is noise, not flapping.
 pub const MIN_SWING: u32 = 2;
 
+/// Smallest gap, in replicas, between the flap level and a swing's low step for which the swing
+/// is followed down in two steps (to the middle between them, then to the low step) instead of
+/// one: on a long swing one step keeps the crest's brokers through most of the fall, while the
+/// scale-down window would already allow half of it.
+pub const TWO_STEP_SWING: u32 = 4;
+
 /// Direction changes of the recommendation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turns {
