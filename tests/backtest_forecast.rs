@@ -139,6 +139,18 @@ fn cases() -> Vec<(String, Trace, &'static str)> {
             gen_traces::swings(35, 800.0 * MIB, 16.0, 0.25, 28.0, 180),
             "fast-oscillation",
         ),
+        // Generated after a long swing was followed down in two steps (to the middle between the
+        // level and the low step, then to the low step), and run once.
+        (
+            "held-out swings (seed 36, ±35 % every 50 min)".to_string(),
+            gen_traces::swings(36, 650.0 * MIB, 13.0, 0.35, 50.0, 300),
+            "fast-oscillation",
+        ),
+        (
+            "held-out swings (seed 37, ±30 % every 32 min)".to_string(),
+            gen_traces::swings(37, 750.0 * MIB, 15.0, 0.30, 32.0, 240),
+            "fast-oscillation",
+        ),
     ]);
     v
 }
