@@ -188,15 +188,6 @@ fn print_three_way_table() {
 /// slowly to count as flapping.
 const ACTIONS_NOT_HALVED: [&str; 1] = ["seed 33,"];
 
-/// Swings on which following each swing in large steps costs more than 1.05x the HPA's
-/// broker-hours: ±40 %, where the HPA follows ten brokers of swing closely and the two steps
-/// down (to the middle, then a third of the way up from the trough) keep the crest's brokers
-/// through part of the fall (1.060x).
-const BROKER_HOURS_ABOVE: [&str; 1] = ["seed 27,"];
-
-/// The bound on those: what they meet with a small margin (1.10x before the second step down).
-const BROKER_HOURS_ABOVE_BOUND: f64 = 1.07;
-
 /// Traces whose load swings back and forth: the flap targets apply (fewer actions, no more
 /// overload), and holding capacity through the swings costs broker-hours by design.
 fn oscillating(name: &str) -> bool {
@@ -266,8 +257,10 @@ fn on_oscillating_load_half_the_hpas_actions_and_no_more_overload() {
 fn following_swings_in_large_steps_costs_at_most_five_percent_more_than_the_hpa() {
     // The swings the fast-oscillation policy is written for (20 minutes and longer, its
     // scale-down window 2m 30s): each swing is followed in one step each way (two down on a
-    // long swing). The `oscillating` policy's rows hold instead (its 15-minute window
-    // re-recommends the crest's brokers), and benches/README says what that costs.
+    // long swing, two each way on a very long one). The `oscillating` policy's rows hold instead
+    // (its 15-minute window re-recommends the crest's brokers), and benches/README says what
+    // that costs. Swings 27 (±40 %) was above 1.05x before the two steps (1.079x with one step
+    // each way, 1.060x with two down) and is within it now (1.039x).
     for (name, trace, p) in cases() {
         if !oscillating(&name) || p != "fast-oscillation" {
             continue;
@@ -275,14 +268,8 @@ fn following_swings_in_large_steps_costs_at_most_five_percent_more_than_the_hpa(
         let r = three_way(&trace, p);
         let f = &r.forecast.as_ref().unwrap().summary;
         let h = &r.hpa.as_ref().unwrap().summary;
-        // Not met on these, and benches/README says so.
-        let bound = if BROKER_HOURS_ABOVE.iter().any(|seed| name.contains(seed)) {
-            BROKER_HOURS_ABOVE_BOUND
-        } else {
-            1.05
-        };
         assert!(
-            f.broker_hours <= bound * h.broker_hours,
+            f.broker_hours <= 1.05 * h.broker_hours,
             "{name}: {:.1} broker-hours with forecast vs {:.1} for the HPA",
             f.broker_hours,
             h.broker_hours

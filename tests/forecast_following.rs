@@ -245,7 +245,12 @@ fn a_step_below_the_swings_low_step_is_held_not_followed() {
 /// [`swinging`] at a trough of 5 brokers after a scale-down, with four earlier samples rising by `per_step` every
 /// 15 s up to `value` now.
 fn rising_from_trough(value: f64, per_step: f64) -> BrokerMemory {
-    let mut m = swinging(5, 900, 5);
+    rising_from(5, value, per_step)
+}
+
+/// [`rising_from_trough`] with the hour's troughs having asked for `trough`.
+fn rising_from(trough: u32, value: f64, per_step: f64) -> BrokerMemory {
+    let mut m = swinging(trough, 900, trough);
     // The last change was the scale-down into this trough (no scale-up to measure a horizon
     // from: it is the unmeasured minute).
     m.last_scale_up = None;
@@ -278,6 +283,43 @@ fn a_forecast_below_the_swings_middle_is_followed_not_jumped() {
 fn a_forecast_at_the_swings_middle_jumps_to_the_level() {
     // Rising 80 a minute: 620 expected, 7 brokers, the swing's middle: straight to 10.
     let (with, without) = once(&rising_from_trough(520.0, 20.0), 5, 520.0);
+    assert_eq!(without.decision.action, Action::Hold);
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 10),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(
+        with.decision.reason().contains("scaling up to 10 at once"),
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn a_very_long_swing_rises_to_its_middle_first() {
+    // Trough 2, level 10: low step 4, 6 below the level, so the middle is 7. On the low step,
+    // 420 is within tolerance; rising 40 a minute, 5 brokers are expected: the scale-up goes
+    // to the middle, not to the level.
+    let (with, without) = once(&rising_from(2, 420.0, 10.0), 4, 420.0);
+    assert_eq!(without.decision.action, Action::Hold);
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 7),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(with.forecast_driven);
+    assert!(
+        with.decision.reason().contains(
+            "scaling up a long swing in two steps, first to 7, the middle between its low step 4 and the level 10"
+        ),
+        "{}",
+        with.decision.reason()
+    );
+    // On the middle (7 brokers, 750 within tolerance), the next forecast goes to the level.
+    let (with, without) = once(&rising_from(2, 750.0, 20.0), 7, 750.0);
     assert_eq!(without.decision.action, Action::Hold);
     assert_eq!(
         (with.decision.action, with.decision.to),

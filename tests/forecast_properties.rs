@@ -746,11 +746,10 @@ fn the_flap_level_is_the_fewest_brokers_within_tolerance() {
     assert_eq!(o.decision.action, Action::Hold);
 }
 
-#[test]
-fn a_long_generated_swing_is_followed_down_in_two_steps() {
-    // What `long_swings` generates reaches the two-step rule, so the properties above check
-    // it: ±40 % around 1000 every 40 minutes for two hours, a 2m 30s scale-down window and
-    // steps of half the brokers, flapping at 2 turns an hour.
+/// Walks a clean swing of ±`depth` around `mean` every `period` samples for `rows` samples with
+/// a 2m 30s scale-down window, steps of half the brokers, flapping at 2 turns an hour; returns
+/// the reasons of the changes made, checking with ≥ without at each.
+fn long_swing_changes(mean: f64, depth: f64, period: f64, rows: u32) -> Vec<String> {
     let mut p = throughput_policy();
     p.scale_down.window = Duration::from_secs(150);
     p.scale_down.max_percent = Some(50);
@@ -758,25 +757,49 @@ fn a_long_generated_swing_is_followed_down_in_two_steps() {
         flap_turns_per_hour: 2,
         ..auto()
     };
-    let readings: Vec<Reading> = (0..480)
+    let readings: Vec<Reading> = (0..rows)
         .map(|i| {
-            let phase = std::f64::consts::TAU * f64::from(i) / 160.0;
-            Reading::Value(1000.0 * (1.0 + 0.4 * phase.sin()))
+            let phase = std::f64::consts::TAU * f64::from(i) / period;
+            Reading::Value(mean * (1.0 + depth * phase.sin()))
         })
         .collect();
-    let (mut middles, mut lows) = (0, 0);
+    let mut changes = Vec::new();
     walk(&p, f, 10, &readings, |_, _, with, without| {
         assert!(with.decision.to >= without.decision.to);
-        let reason = with.decision.reason();
-        if with.decision.action == Action::ScaleDown {
-            middles += usize::from(reason.contains("in two steps, first to"));
-            lows += usize::from(reason.contains("down to its low step"));
+        if with.decision.is_change() {
+            changes.push(with.decision.reason());
         }
         Ok(())
     })
     .unwrap();
+    changes
+}
+
+#[test]
+fn a_long_generated_swing_is_followed_down_in_two_steps() {
+    // What `long_swings` generates reaches the two-step rules, so the properties above check
+    // them. ±40 % around 1000 every 40 minutes: down in two steps, up in one.
+    let changes = long_swing_changes(1000.0, 0.4, 160.0, 480);
+    let count = |text: &str| changes.iter().filter(|r| r.contains(text)).count();
+    let (middles, lows) = (
+        count("down in two steps, first to"),
+        count("down to its low step"),
+    );
     assert!(
         middles >= 1 && lows >= 1,
         "{middles} middle steps, {lows} low steps"
     );
+    assert_eq!(
+        count("scaling up a long swing in two steps"),
+        0,
+        "{changes:#?}"
+    );
+    // ±50 % around 1200 every 45 minutes: up in two steps too.
+    let changes = long_swing_changes(1200.0, 0.5, 180.0, 600);
+    let count = |text: &str| changes.iter().filter(|r| r.contains(text)).count();
+    assert!(
+        count("scaling up a long swing in two steps, first to") >= 1,
+        "{changes:#?}"
+    );
+    assert!(count("down in two steps, first to") >= 1, "{changes:#?}");
 }

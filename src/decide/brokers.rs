@@ -317,27 +317,48 @@ fn recommend(
 /// When only the forecast asks for more, the jump waits until it asks for more than the swing's
 /// low step ([`swing_low`]): on a slow rise from a trough, a jump at its first forecast would
 /// pay the crest's brokers through the whole rise; from the low step, where a swing is followed
-/// down to, the first forecast jumps, so a swing is one step each way. Load already beyond
-/// tolerance (`plain` above `current`) jumps at once.
+/// down to, the first forecast jumps, so a swing is one step each way. On a very long swing
+/// ([`swing_rise_middle`]) that first jump goes to the middle only. Load already beyond
+/// tolerance (`plain` above `current`) jumps to the level at once.
 fn flap_raise(inputs: &BrokerInputs<'_>, plain: u32, raw: u32, reasons: &mut Vec<String>) -> u32 {
     let previous = &inputs.memory.ahead;
     let window = flap_window(inputs.policy);
-    match previous.level_within(inputs.now, window) {
-        Some(level)
-            if previous.holding
-                && raw > inputs.current
-                && level > raw
-                && (plain > inputs.current
-                    || raw > swing_low(inputs.memory, inputs.now, level)) =>
-        {
-            reasons.push(format!(
-                "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
-                units::duration(window)
-            ));
-            level
-        }
-        _ => raw,
+    let current = inputs.current;
+    let Some(level) = previous.level_within(inputs.now, window) else {
+        return raw;
+    };
+    if !previous.holding || raw <= current || level <= raw {
+        return raw;
     }
+    let low = swing_low(inputs.memory, inputs.now, level);
+    if plain <= current && raw <= low {
+        return raw;
+    }
+    if plain <= current
+        && let Some(middle) = swing_rise_middle(low, level)
+        && current < middle
+        && raw <= middle
+    {
+        reasons.push(format!(
+            "load is flapping: scaling up a long swing in two steps, first to {middle}, the middle between its low step {low} and the level {level}"
+        ));
+        return middle;
+    }
+    reasons.push(format!(
+        "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
+        units::duration(window)
+    ));
+    level
+}
+
+/// Where a rise that only the forecast asks for goes first on a very long swing (the low step
+/// at least [`flap::TWO_STEP_RISE`] below the level): the middle between the `low` step and
+/// the `level`, as on the way down ([`swing_middle`]); `None` on a shorter swing, which jumps
+/// to the level. A jump from the low step at the first forecast pays the crest's brokers
+/// through the whole rise; the middle carries the load until the forecast asks for more.
+fn swing_rise_middle(low: u32, level: u32) -> Option<u32> {
+    let gap = level.checked_sub(low)?;
+    (gap >= flap::TWO_STEP_RISE).then(|| low + gap / 2)
 }
 
 /// The recommendation clamped to `[min, max]`, and why the policy cannot reach the raw one
@@ -1055,6 +1076,72 @@ mod tests {
         let m = after_crest(7, 11, 8);
         assert_eq!(step(&m, 11, 11, 9), None);
         assert_eq!(step(&m, 11, 11, 8), Some(SwingStep::Low(8)));
+    }
+
+    /// Flapping memory with a trough that asked for `trough` 40 minutes ago and a level of
+    /// `level` 10 minutes ago.
+    fn flapping(trough: u32, level: u32) -> BrokerMemory {
+        let mut m = BrokerMemory {
+            recommendations: vec![(at(1200), trough), (at(3000), level)],
+            ..BrokerMemory::default()
+        };
+        m.ahead.holding = true;
+        m.ahead.levels = vec![(at(3000), level)];
+        m
+    }
+
+    /// [`flap_raise`] on `current` brokers with the load asking for `plain` and the forecast
+    /// for `raw`.
+    fn raise(memory: &BrokerMemory, current: u32, plain: u32, raw: u32) -> u32 {
+        let p = policy();
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: Duration::from_secs(120),
+            current,
+            samples: &[],
+            memory,
+            now: at(3600),
+        };
+        flap_raise(&inputs, plain, raw, &mut Vec::new())
+    }
+
+    #[test]
+    fn the_rise_middle_is_only_for_swings_of_six_brokers_or_more() {
+        assert_eq!(swing_rise_middle(10, 15), None);
+        assert_eq!(swing_rise_middle(10, 16), Some(13));
+        assert_eq!(swing_rise_middle(11, 19), Some(15));
+        assert_eq!(swing_rise_middle(u32::MAX - 5, u32::MAX), None);
+    }
+
+    #[test]
+    fn a_very_long_swing_rises_to_its_middle_then_to_the_level() {
+        // Trough 7, level 19: low step 11, 8 below the level: middle 15.
+        let m = flapping(7, 19);
+        // From the low step, a forecast of 13 goes to the middle; one beyond it to the level.
+        assert_eq!(raise(&m, 11, 11, 13), 15);
+        assert_eq!(raise(&m, 11, 11, 15), 15);
+        assert_eq!(raise(&m, 11, 11, 16), 19);
+        // From the middle, the next forecast goes to the level.
+        assert_eq!(raise(&m, 15, 15, 16), 19);
+        // Load already beyond tolerance goes to the level at once.
+        assert_eq!(raise(&m, 11, 13, 13), 19);
+        // Below the low step the forecast is followed.
+        assert_eq!(raise(&m, 9, 9, 11), 11);
+        // Not flapping: the forecast alone.
+        let mut calm = m.clone();
+        calm.ahead.holding = false;
+        assert_eq!(raise(&calm, 11, 11, 13), 13);
+    }
+
+    #[test]
+    fn a_shorter_swing_rises_to_the_level_in_one_step() {
+        // Trough 8, level 15: low step 10, 5 below the level.
+        let m = flapping(8, 15);
+        assert_eq!(raise(&m, 10, 10, 11), 15);
+        // Trough 7, level 16: low step 10, 6 below: middle 13.
+        let m = flapping(7, 16);
+        assert_eq!(raise(&m, 10, 10, 11), 13);
     }
 
     #[test]
