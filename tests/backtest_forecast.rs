@@ -151,6 +151,18 @@ fn cases() -> Vec<(String, Trace, &'static str)> {
             gen_traces::swings(37, 750.0 * MIB, 15.0, 0.30, 32.0, 240),
             "fast-oscillation",
         ),
+        // Generated after a very long swing was also followed up in two steps (from the low step
+        // to the middle, then to the level), and run once.
+        (
+            "held-out swings (seed 38, ±45 % every 40 min)".to_string(),
+            gen_traces::swings(38, 600.0 * MIB, 12.0, 0.45, 40.0, 300),
+            "fast-oscillation",
+        ),
+        (
+            "held-out swings (seed 39, ±40 % every 55 min)".to_string(),
+            gen_traces::swings(39, 700.0 * MIB, 14.0, 0.40, 55.0, 330),
+            "fast-oscillation",
+        ),
     ]);
     v
 }
