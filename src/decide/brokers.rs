@@ -741,7 +741,7 @@ fn settling_reason(s: super::Settling, wanted: u32, current: u32) -> String {
 /// Why capacity is held, in words: the turns per hour and the held capacity.
 fn flap_message_for(turns: usize, level: u32, window: Duration) -> String {
     format!(
-        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower but for one large step once a crest has passed, two on a long swing; scale-ups above the swing's low step straight to it)",
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower but for one large step once a crest has passed, two on a long swing; scale-ups above the swing's low step straight to it, by way of the middle on a very long swing)",
         units::duration(flap::FLAP_WINDOW),
         units::duration(window)
     )
