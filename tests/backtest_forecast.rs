@@ -139,6 +139,30 @@ fn cases() -> Vec<(String, Trace, &'static str)> {
             gen_traces::swings(35, 800.0 * MIB, 16.0, 0.25, 28.0, 180),
             "fast-oscillation",
         ),
+        // Generated after a long swing was followed down in two steps (to the middle between the
+        // level and the low step, then to the low step), and run once.
+        (
+            "held-out swings (seed 36, ±35 % every 50 min)".to_string(),
+            gen_traces::swings(36, 650.0 * MIB, 13.0, 0.35, 50.0, 300),
+            "fast-oscillation",
+        ),
+        (
+            "held-out swings (seed 37, ±30 % every 32 min)".to_string(),
+            gen_traces::swings(37, 750.0 * MIB, 15.0, 0.30, 32.0, 240),
+            "fast-oscillation",
+        ),
+        // Generated after a very long swing was also followed up in two steps (from the low step
+        // to the middle, then to the level), and run once.
+        (
+            "held-out swings (seed 38, ±45 % every 40 min)".to_string(),
+            gen_traces::swings(38, 600.0 * MIB, 12.0, 0.45, 40.0, 300),
+            "fast-oscillation",
+        ),
+        (
+            "held-out swings (seed 39, ±40 % every 55 min)".to_string(),
+            gen_traces::swings(39, 700.0 * MIB, 14.0, 0.40, 55.0, 330),
+            "fast-oscillation",
+        ),
     ]);
     v
 }
@@ -175,11 +199,6 @@ fn print_three_way_table() {
 /// an hour that the HPA itself follows in about four actions, and whose first two hours turn too
 /// slowly to count as flapping.
 const ACTIONS_NOT_HALVED: [&str; 1] = ["seed 33,"];
-
-/// Swings on which one step each way costs more than 1.05x the HPA's broker-hours: ±40 %, where
-/// the HPA follows ten brokers of swing closely and one step to a third of it keeps the crest's
-/// brokers through most of the fall.
-const BROKER_HOURS_ABOVE: [&str; 1] = ["seed 27,"];
 
 /// Traces whose load swings back and forth: the flap targets apply (fewer actions, no more
 /// overload), and holding capacity through the swings costs broker-hours by design.
@@ -249,9 +268,11 @@ fn on_oscillating_load_half_the_hpas_actions_and_no_more_overload() {
 #[test]
 fn following_swings_in_large_steps_costs_at_most_five_percent_more_than_the_hpa() {
     // The swings the fast-oscillation policy is written for (20 minutes and longer, its
-    // scale-down window 2m 30s): each swing is followed in one step each way. The
-    // `oscillating` policy's rows hold instead (its 15-minute window re-recommends the crest's
-    // brokers), and benches/README says what that costs.
+    // scale-down window 2m 30s): each swing is followed in one step each way (two down on a
+    // long swing, two each way on a very long one). The `oscillating` policy's rows hold instead
+    // (its 15-minute window re-recommends the crest's brokers), and benches/README says what
+    // that costs. Swings 27 (±40 %) was above 1.05x before the two steps (1.079x with one step
+    // each way, 1.060x with two down) and is within it now (1.039x).
     for (name, trace, p) in cases() {
         if !oscillating(&name) || p != "fast-oscillation" {
             continue;
@@ -259,14 +280,8 @@ fn following_swings_in_large_steps_costs_at_most_five_percent_more_than_the_hpa(
         let r = three_way(&trace, p);
         let f = &r.forecast.as_ref().unwrap().summary;
         let h = &r.hpa.as_ref().unwrap().summary;
-        // Not met on these, and benches/README says so; still within 1.10x.
-        let bound = if BROKER_HOURS_ABOVE.iter().any(|seed| name.contains(seed)) {
-            1.10
-        } else {
-            1.05
-        };
         assert!(
-            f.broker_hours <= bound * h.broker_hours,
+            f.broker_hours <= 1.05 * h.broker_hours,
             "{name}: {:.1} broker-hours with forecast vs {:.1} for the HPA",
             f.broker_hours,
             h.broker_hours

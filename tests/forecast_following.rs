@@ -1,7 +1,8 @@
 //! Flap damping follows a swing in one step each way: down to the swing's low step (a third of
 //! the way from the hour's trough up to the flap level) once the crest has passed and the
-//! scale-down window allows that far, and no further; up to the flap level from the low step
-//! (or at once when the load is already beyond tolerance).
+//! scale-down window allows that far, and no further (on a long swing in two steps, first to
+//! the middle between the level and the low step); up to the flap level from the low step (or
+//! at once when the load is already beyond tolerance).
 
 use std::time::Duration;
 
@@ -148,13 +149,71 @@ fn before_the_crest_has_passed_the_level_is_held() {
 
 #[test]
 fn a_step_that_does_not_reach_the_swings_low_step_is_not_followed() {
-    // The hour's troughs asked for 2, so the low step is 2 + 8 / 3 = 4; the window allows
-    // 10 → 8 only, which the next rise would take back.
+    // The hour's troughs asked for 2, so the low step is 2 + 8 / 3 = 4 and the swing's middle
+    // 4 + 6 / 2 = 7; the window allows 10 → 8 only, which the next rise would take back.
     let (with, without) = once(&swinging(2, 900, 8), 10, 500.0);
     assert_eq!(
         (without.decision.action, without.decision.to),
         (Action::ScaleDown, 8)
     );
+    assert_eq!(
+        with.decision.action,
+        Action::Hold,
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn a_long_swing_is_followed_down_to_its_middle_first() {
+    // Low step 4, 6 below the level 10: the middle is 7. The window allows 10 → 6, short of
+    // the low step: the first of two steps goes to the middle, not to the window's 6 (one more
+    // broker than without flap damping, none fewer).
+    let (with, without) = once(&swinging(2, 900, 6), 10, 500.0);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleDown, 6)
+    );
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleDown, 7),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(
+        with.decision.reason().contains(
+            "following a long swing down in two steps, first to 7, the middle between the level 10 and its low step 4"
+        ),
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn from_the_middle_the_second_step_goes_to_the_low_step() {
+    // On the middle (7 brokers), 400 needs 4 and the window allows 4, the low step: 7 → 4 in
+    // one action (maxStep allows 3 from 7).
+    let (with, without) = once(&swinging(2, 900, 4), 7, 400.0);
+    assert_eq!(
+        (without.decision.action, without.decision.to),
+        (Action::ScaleDown, 4)
+    );
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleDown, 4),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(
+        with.decision
+            .reason()
+            .contains("following the swing down to its low step, 4, in one step"),
+        "{}",
+        with.decision.reason()
+    );
+    // The window at 5 allows neither the low step nor (on the middle already) a step to it.
+    let (with, without) = once(&swinging(2, 900, 5), 7, 400.0);
+    assert_eq!(without.decision.to, 5);
     assert_eq!(
         with.decision.action,
         Action::Hold,
@@ -186,7 +245,12 @@ fn a_step_below_the_swings_low_step_is_held_not_followed() {
 /// [`swinging`] at a trough of 5 brokers after a scale-down, with four earlier samples rising by `per_step` every
 /// 15 s up to `value` now.
 fn rising_from_trough(value: f64, per_step: f64) -> BrokerMemory {
-    let mut m = swinging(5, 900, 5);
+    rising_from(5, value, per_step)
+}
+
+/// [`rising_from_trough`] with the hour's troughs having asked for `trough`.
+fn rising_from(trough: u32, value: f64, per_step: f64) -> BrokerMemory {
+    let mut m = swinging(trough, 900, trough);
     // The last change was the scale-down into this trough (no scale-up to measure a horizon
     // from: it is the unmeasured minute).
     m.last_scale_up = None;
@@ -219,6 +283,43 @@ fn a_forecast_below_the_swings_middle_is_followed_not_jumped() {
 fn a_forecast_at_the_swings_middle_jumps_to_the_level() {
     // Rising 80 a minute: 620 expected, 7 brokers, the swing's middle: straight to 10.
     let (with, without) = once(&rising_from_trough(520.0, 20.0), 5, 520.0);
+    assert_eq!(without.decision.action, Action::Hold);
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 10),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(
+        with.decision.reason().contains("scaling up to 10 at once"),
+        "{}",
+        with.decision.reason()
+    );
+}
+
+#[test]
+fn a_very_long_swing_rises_to_its_middle_first() {
+    // Trough 2, level 10: low step 4, 6 below the level, so the middle is 7. On the low step,
+    // 420 is within tolerance; rising 40 a minute, 5 brokers are expected: the scale-up goes
+    // to the middle, not to the level.
+    let (with, without) = once(&rising_from(2, 420.0, 10.0), 4, 420.0);
+    assert_eq!(without.decision.action, Action::Hold);
+    assert_eq!(
+        (with.decision.action, with.decision.to),
+        (Action::ScaleUp, 7),
+        "{}",
+        with.decision.reason()
+    );
+    assert!(with.forecast_driven);
+    assert!(
+        with.decision.reason().contains(
+            "scaling up a long swing in two steps, first to 7, the middle between its low step 4 and the level 10"
+        ),
+        "{}",
+        with.decision.reason()
+    );
+    // On the middle (7 brokers, 750 within tolerance), the next forecast goes to the level.
+    let (with, without) = once(&rising_from(2, 750.0, 20.0), 7, 750.0);
     assert_eq!(without.decision.action, Action::Hold);
     assert_eq!(
         (with.decision.action, with.decision.to),

@@ -115,6 +115,37 @@ fn readings() -> impl Strategy<Value = Vec<Reading>> {
         })
 }
 
+/// Long, deep swings (20 to 60 minutes from crest to crest, ±20–50 %, one to two hours), the
+/// kind flap damping follows down in one or two steps, with some readings spoiled.
+fn long_swings() -> impl Strategy<Value = Vec<Reading>> {
+    (
+        300.0f64..1500.0,
+        0.2f64..0.5,
+        80.0f64..240.0,
+        proptest::collection::vec(reading(), 240..480),
+    )
+        .prop_map(|(base, depth, period, noise)| {
+            noise
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let phase = std::f64::consts::TAU * i as f64 / period;
+                    let shape = base * (1.0 + depth * phase.sin());
+                    match r {
+                        Reading::Value(v) => Reading::Value(shape + v * 0.01),
+                        Reading::Partial(_) => Reading::Partial(shape),
+                        other => other,
+                    }
+                })
+                .collect()
+        })
+}
+
+/// Either kind of generated load.
+fn load() -> impl Strategy<Value = Vec<Reading>> {
+    prop_oneof![readings(), long_swings()]
+}
+
 fn samples(r: Reading, current: u32, now: i64) -> Vec<Option<Sample>> {
     let heap = |reporting| Sample {
         value: 40.0,
@@ -200,7 +231,7 @@ proptest! {
     /// does not ask for, never fewer brokers than without the forecast.
     #[test]
     fn a_forecast_never_scales_down_on_its_own(
-        p in broker_policy(), f in forecast_policy(), start in 1u32..30, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), start in 1u32..30, rs in load(),
     ) {
         walk(&p, f, start, &rs, |current, _, with, without| {
             prop_assert!(with.decision.to >= without.decision.to,
@@ -223,7 +254,7 @@ proptest! {
     /// without it.
     #[test]
     fn a_forecast_never_acts_on_missing_or_partial_data(
-        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in load(),
     ) {
         let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
         walk(&p, f, start, &rs, |_, r, with, without| {
@@ -239,7 +270,7 @@ proptest! {
     /// Within [minReplicas, maxReplicas] and maxStep, forecast or not.
     #[test]
     fn a_forecast_stays_within_bounds_and_steps(
-        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in readings(),
+        p in broker_policy(), f in forecast_policy(), seed in 0u32..1000, rs in load(),
     ) {
         let start = p.min_replicas + seed % (p.max_replicas - p.min_replicas + 1);
         walk(&p, f, start, &rs, |current, _, with, _| {
@@ -257,7 +288,7 @@ proptest! {
     /// Without the forecast the engine is exactly `decide_brokers`.
     #[test]
     fn without_a_forecast_nothing_changes(
-        p in broker_policy(), start in 1u32..30, rs in readings(),
+        p in broker_policy(), start in 1u32..30, rs in load(),
     ) {
         let mut memory = BrokerMemory::default();
         let mut current = start;
@@ -713,4 +744,62 @@ fn the_flap_level_is_the_fewest_brokers_within_tolerance() {
     let o = decide_brokers_with(&inputs, Some(&ahead));
     assert!(o.memory.ahead.levels.is_empty());
     assert_eq!(o.decision.action, Action::Hold);
+}
+
+/// Walks a clean swing of ±`depth` around `mean` every `period` samples for `rows` samples with
+/// a 2m 30s scale-down window, steps of half the brokers, flapping at 2 turns an hour; returns
+/// the reasons of the changes made, checking with ≥ without at each.
+fn long_swing_changes(mean: f64, depth: f64, period: f64, rows: u32) -> Vec<String> {
+    let mut p = throughput_policy();
+    p.scale_down.window = Duration::from_secs(150);
+    p.scale_down.max_percent = Some(50);
+    let f = ForecastPolicy {
+        flap_turns_per_hour: 2,
+        ..auto()
+    };
+    let readings: Vec<Reading> = (0..rows)
+        .map(|i| {
+            let phase = std::f64::consts::TAU * f64::from(i) / period;
+            Reading::Value(mean * (1.0 + depth * phase.sin()))
+        })
+        .collect();
+    let mut changes = Vec::new();
+    walk(&p, f, 10, &readings, |_, _, with, without| {
+        assert!(with.decision.to >= without.decision.to);
+        if with.decision.is_change() {
+            changes.push(with.decision.reason());
+        }
+        Ok(())
+    })
+    .unwrap();
+    changes
+}
+
+#[test]
+fn a_long_generated_swing_is_followed_down_in_two_steps() {
+    // What `long_swings` generates reaches the two-step rules, so the properties above check
+    // them. ±40 % around 1000 every 40 minutes: down in two steps, up in one.
+    let changes = long_swing_changes(1000.0, 0.4, 160.0, 480);
+    let count = |text: &str| changes.iter().filter(|r| r.contains(text)).count();
+    let (middles, lows) = (
+        count("down in two steps, first to"),
+        count("down to its low step"),
+    );
+    assert!(
+        middles >= 1 && lows >= 1,
+        "{middles} middle steps, {lows} low steps"
+    );
+    assert_eq!(
+        count("scaling up a long swing in two steps"),
+        0,
+        "{changes:#?}"
+    );
+    // ±50 % around 1200 every 45 minutes: up in two steps too.
+    let changes = long_swing_changes(1200.0, 0.5, 180.0, 600);
+    let count = |text: &str| changes.iter().filter(|r| r.contains(text)).count();
+    assert!(
+        count("scaling up a long swing in two steps, first to") >= 1,
+        "{changes:#?}"
+    );
+    assert!(count("down in two steps, first to") >= 1, "{changes:#?}");
 }

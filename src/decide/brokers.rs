@@ -317,27 +317,48 @@ fn recommend(
 /// When only the forecast asks for more, the jump waits until it asks for more than the swing's
 /// low step ([`swing_low`]): on a slow rise from a trough, a jump at its first forecast would
 /// pay the crest's brokers through the whole rise; from the low step, where a swing is followed
-/// down to, the first forecast jumps, so a swing is one step each way. Load already beyond
-/// tolerance (`plain` above `current`) jumps at once.
+/// down to, the first forecast jumps, so a swing is one step each way. On a very long swing
+/// ([`swing_rise_middle`]) that first jump goes to the middle only. Load already beyond
+/// tolerance (`plain` above `current`) jumps to the level at once.
 fn flap_raise(inputs: &BrokerInputs<'_>, plain: u32, raw: u32, reasons: &mut Vec<String>) -> u32 {
     let previous = &inputs.memory.ahead;
     let window = flap_window(inputs.policy);
-    match previous.level_within(inputs.now, window) {
-        Some(level)
-            if previous.holding
-                && raw > inputs.current
-                && level > raw
-                && (plain > inputs.current
-                    || raw > swing_low(inputs.memory, inputs.now, level)) =>
-        {
-            reasons.push(format!(
-                "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
-                units::duration(window)
-            ));
-            level
-        }
-        _ => raw,
+    let current = inputs.current;
+    let Some(level) = previous.level_within(inputs.now, window) else {
+        return raw;
+    };
+    if !previous.holding || raw <= current || level <= raw {
+        return raw;
     }
+    let low = swing_low(inputs.memory, inputs.now, level);
+    if plain <= current && raw <= low {
+        return raw;
+    }
+    if plain <= current
+        && let Some(middle) = swing_rise_middle(low, level)
+        && current < middle
+        && raw <= middle
+    {
+        reasons.push(format!(
+            "load is flapping: scaling up a long swing in two steps, first to {middle}, the middle between its low step {low} and the level {level}"
+        ));
+        return middle;
+    }
+    reasons.push(format!(
+        "load is flapping: scaling up to {level} at once, the fewest brokers that kept the load of the last {} within tolerance",
+        units::duration(window)
+    ));
+    level
+}
+
+/// Where a rise that only the forecast asks for goes first on a very long swing (the low step
+/// at least [`flap::TWO_STEP_RISE`] below the level): the middle between the `low` step and
+/// the `level`, as on the way down ([`swing_middle`]); `None` on a shorter swing, which jumps
+/// to the level. A jump from the low step at the first forecast pays the crest's brokers
+/// through the whole rise; the middle carries the load until the forecast asks for more.
+fn swing_rise_middle(low: u32, level: u32) -> Option<u32> {
+    let gap = level.checked_sub(low)?;
+    (gap >= flap::TWO_STEP_RISE).then(|| low + gap / 2)
 }
 
 /// The recommendation clamped to `[min, max]`, and why the policy cannot reach the raw one
@@ -394,20 +415,54 @@ fn swing_low(memory: &BrokerMemory, now: Timestamp, level: u32) -> u32 {
     trough + (level - trough) / 3
 }
 
+/// The middle between the flap `level` and a swing's `low` step, where a long swing (the low
+/// step at least [`flap::TWO_STEP_SWING`] below the level) is followed down to first; `None` for
+/// a shorter swing, which goes to its low step in one. On a long swing the scale-down window
+/// allows half the fall well before it allows the low step, and one step would keep the
+/// crest's brokers until then; the second step (to the low step) costs one action more a swing.
+fn swing_middle(low: u32, level: u32) -> Option<u32> {
+    let gap = level.checked_sub(low)?;
+    (gap >= flap::TWO_STEP_SWING).then(|| low + gap / 2)
+}
+
+/// Where a swing is followed down to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SwingStep {
+    /// The swing's low step ([`swing_low`]).
+    Low(u32),
+    /// The first of two steps on a long swing ([`swing_middle`]), on the way to `low`.
+    Middle {
+        /// The replicas of this step.
+        to: u32,
+        /// The swing's low step, the second step.
+        low: u32,
+    },
+}
+
+impl SwingStep {
+    /// The replicas this step goes to.
+    fn to(self) -> u32 {
+        match self {
+            SwingStep::Low(to) | SwingStep::Middle { to, .. } => to,
+        }
+    }
+}
+
 /// While flapping, where a scale-down follows the swing down instead of holding the flap
 /// `level`: to the swing's low step ([`swing_low`]), once the crest has passed (the load now
 /// needs [`flap::MIN_SWING`] fewer brokers than the highest level since the last scale-up) and
 /// the scale-down window allows that far (its ceiling `window_ceiling` is at or below the low
-/// step). `None` otherwise. One step a swing: from the low step the next one is the scale-up
-/// that [`flap_raise`] makes straight to the level, and no step down follows from it (a trough
-/// below it is held). Following the window further, a few brokers at a time as it allowed,
-/// took three steps each way on long swings.
+/// step); on a long swing first to its middle ([`swing_middle`]), once the window allows that.
+/// `None` otherwise. One step a swing (two on a long one): from the low step the next one is the
+/// scale-up that [`flap_raise`] makes straight to the level, and no step down follows from it (a
+/// trough below it is held). Following the window further, a few brokers at a time as it
+/// allowed, took three steps each way on long swings.
 fn follows_swing_down(
     inputs: &BrokerInputs<'_>,
     memory: &BrokerMemory,
     level: u32,
     window_ceiling: u32,
-) -> Option<u32> {
+) -> Option<SwingStep> {
     let BrokerInputs {
         policy,
         current,
@@ -426,22 +481,26 @@ fn follows_swing_down(
     let crest = memory.ahead.level_within(now, since_up).unwrap_or(0);
     let past_crest = crest >= needed_now.saturating_add(flap::MIN_SWING);
     let low = swing_low(memory, now, level);
-    (past_crest
-        && window_ceiling <= low
-        && low.saturating_add(flap::MIN_SWING) <= level
-        && current >= low.saturating_add(flap::MIN_SWING))
-    .then_some(low)
+    if !past_crest || low.saturating_add(flap::MIN_SWING) > level {
+        return None;
+    }
+    if window_ceiling <= low && current >= low.saturating_add(flap::MIN_SWING) {
+        return Some(SwingStep::Low(low));
+    }
+    let middle = swing_middle(low, level)?;
+    (window_ceiling <= middle && current >= middle.saturating_add(flap::MIN_SWING))
+        .then_some(SwingStep::Middle { to: middle, low })
 }
 
 /// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
 /// in the down window, counting the one made now. While flapping, scale-downs go no lower than
 /// the flap level: the fewest brokers that kept every load of the flap window within tolerance
-/// (so the next swing like those seen needs no scale-up), except for one large step down that
-/// follows a swing once its crest has passed ([`follows_swing_down`]). Flap damping only ever
-/// raises the window's ceiling for scale-downs, never lowers it. Records the recommendation and, with
-/// `ahead`, the level and direction changes in `memory` (only when `level` is given, i.e. some
-/// metric was usable). Returns the desired replicas (within bounds) and whether flap damping
-/// holds capacity.
+/// (so the next swing like those seen needs no scale-up), except for one large step down (two on
+/// a long swing) that follows a swing once its crest has passed ([`follows_swing_down`]). Flap
+/// damping only ever raises the window's ceiling for scale-downs, never lowers it. Records the
+/// recommendation and, with `ahead`, the level and direction changes in `memory` (only when
+/// `level` is given, i.e. some metric was usable). Returns the desired replicas (within bounds)
+/// and whether flap damping holds capacity.
 fn stabilize(
     inputs: &BrokerInputs<'_>,
     ahead: Option<&Ahead<'_>>,
@@ -495,12 +554,17 @@ fn stabilize(
         // target, and one made within tolerance is just the replicas of that moment; the level
         // is what the swings need.
         down_ceiling = window_ceiling.max(level);
-        if let Some(low) = follows_swing_down(inputs, memory, level, window_ceiling) {
-            down_ceiling = low;
+        if let Some(step) = follows_swing_down(inputs, memory, level, window_ceiling) {
+            down_ceiling = step.to();
             following = true;
-            reasons.push(format!(
-                "load is flapping and its crest has passed: following the swing down to its low step, {low}, in one step (the scale-down window allows {window_ceiling}; {level} held otherwise)"
-            ));
+            reasons.push(match step {
+                SwingStep::Low(low) => format!(
+                    "load is flapping and its crest has passed: following the swing down to its low step, {low}, in one step (the scale-down window allows {window_ceiling}; {level} held otherwise)"
+                ),
+                SwingStep::Middle { to, low } => format!(
+                    "load is flapping and its crest has passed: following a long swing down in two steps, first to {to}, the middle between the level {level} and its low step {low} (the scale-down window allows {window_ceiling}; {level} held otherwise)"
+                ),
+            });
         }
     }
     if ahead.is_some() {
@@ -677,7 +741,7 @@ fn settling_reason(s: super::Settling, wanted: u32, current: u32) -> String {
 /// Why capacity is held, in words: the turns per hour and the held capacity.
 fn flap_message_for(turns: usize, level: u32, window: Duration) -> String {
     format!(
-        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower but for one large step once a crest has passed, scale-ups from the swing's middle straight to it)",
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {level} brokers, the fewest that kept the load of the last {} within tolerance (scale-downs go no lower but for one large step once a crest has passed, two on a long swing; scale-ups above the swing's low step straight to it, by way of the middle on a very long swing)",
         units::duration(flap::FLAP_WINDOW),
         units::duration(window)
     )
@@ -902,4 +966,192 @@ fn evaluate_metric(
         ));
     }
     eval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MetricType;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn policy() -> BrokerPolicy {
+        let direction = |window| Direction {
+            window: Duration::from_secs(window),
+            cooldown: Duration::ZERO,
+            max_replicas: None,
+            max_percent: None,
+        };
+        BrokerPolicy {
+            stateful_set: "broker".into(),
+            min_replicas: 1,
+            max_replicas: 40,
+            tolerance: 0.1,
+            metrics: vec![MetricPolicy {
+                name: "throughput".into(),
+                kind: MetricType::Throughput,
+                target: 100.0,
+                query: None,
+            }],
+            scale_up: direction(0),
+            scale_down: direction(150),
+        }
+    }
+
+    /// The memory after a crest that needed `level` 10 minutes ago, a trough that asked for
+    /// `trough` 40 minutes ago, the last scale-up 15 minutes ago, and a load needing `now_needs`
+    /// noted now (at 3600).
+    fn after_crest(trough: u32, level: u32, now_needs: u32) -> BrokerMemory {
+        let mut m = BrokerMemory {
+            recommendations: vec![(at(1200), trough), (at(3000), level)],
+            last_scale_up: Some(at(2700)),
+            ..BrokerMemory::default()
+        };
+        m.ahead.levels = vec![(at(3000), level), (at(3600), now_needs)];
+        m
+    }
+
+    fn step(
+        memory: &BrokerMemory,
+        current: u32,
+        level: u32,
+        window_ceiling: u32,
+    ) -> Option<SwingStep> {
+        let p = policy();
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: Duration::from_secs(120),
+            current,
+            samples: &[],
+            memory,
+            now: at(3600),
+        };
+        follows_swing_down(&inputs, memory, level, window_ceiling)
+    }
+
+    #[test]
+    fn the_middle_is_only_for_swings_of_four_brokers_or_more() {
+        assert_eq!(swing_middle(6, 9), None);
+        assert_eq!(swing_middle(6, 10), Some(8));
+        assert_eq!(swing_middle(6, 11), Some(8));
+        assert_eq!(swing_middle(12, 19), Some(15));
+        assert_eq!(swing_middle(u32::MAX - 1, u32::MAX), None);
+    }
+
+    #[test]
+    fn a_long_swing_is_followed_down_to_its_middle_then_to_its_low_step() {
+        // Trough 7, level 19: low step 7 + 12 / 3 = 11, middle 11 + 8 / 2 = 15.
+        let m = after_crest(7, 19, 12);
+        // The window allows 16 only: held.
+        assert_eq!(step(&m, 19, 19, 16), None);
+        // It allows the middle: the first step.
+        assert_eq!(
+            step(&m, 19, 19, 15),
+            Some(SwingStep::Middle { to: 15, low: 11 })
+        );
+        assert_eq!(
+            step(&m, 19, 19, 13),
+            Some(SwingStep::Middle { to: 15, low: 11 })
+        );
+        // On the middle, nothing more until the window allows the low step.
+        assert_eq!(step(&m, 15, 19, 13), None);
+        assert_eq!(step(&m, 15, 19, 11), Some(SwingStep::Low(11)));
+        // A window that allows the low step at once skips the middle.
+        assert_eq!(step(&m, 19, 19, 10), Some(SwingStep::Low(11)));
+    }
+
+    #[test]
+    fn two_steps_from_four_brokers_between_the_low_step_and_the_level() {
+        // Trough 7, level 12: low step 7 + 5 / 3 = 8, 4 below the level: middle 10.
+        let m = after_crest(7, 12, 8);
+        assert_eq!(swing_low(&m, at(3600), 12), 8);
+        assert_eq!(
+            step(&m, 12, 12, 10),
+            Some(SwingStep::Middle { to: 10, low: 8 })
+        );
+        // Trough 7, level 11: low step 8, 3 below the level: one step, once the window allows it.
+        let m = after_crest(7, 11, 8);
+        assert_eq!(step(&m, 11, 11, 9), None);
+        assert_eq!(step(&m, 11, 11, 8), Some(SwingStep::Low(8)));
+    }
+
+    /// Flapping memory with a trough that asked for `trough` 40 minutes ago and a level of
+    /// `level` 10 minutes ago.
+    fn flapping(trough: u32, level: u32) -> BrokerMemory {
+        let mut m = BrokerMemory {
+            recommendations: vec![(at(1200), trough), (at(3000), level)],
+            ..BrokerMemory::default()
+        };
+        m.ahead.holding = true;
+        m.ahead.levels = vec![(at(3000), level)];
+        m
+    }
+
+    /// [`flap_raise`] on `current` brokers with the load asking for `plain` and the forecast
+    /// for `raw`.
+    fn raise(memory: &BrokerMemory, current: u32, plain: u32, raw: u32) -> u32 {
+        let p = policy();
+        let inputs = BrokerInputs {
+            policy: &p,
+            flags: Flags::default(),
+            max_staleness: Duration::from_secs(120),
+            current,
+            samples: &[],
+            memory,
+            now: at(3600),
+        };
+        flap_raise(&inputs, plain, raw, &mut Vec::new())
+    }
+
+    #[test]
+    fn the_rise_middle_is_only_for_swings_of_six_brokers_or_more() {
+        assert_eq!(swing_rise_middle(10, 15), None);
+        assert_eq!(swing_rise_middle(10, 16), Some(13));
+        assert_eq!(swing_rise_middle(11, 19), Some(15));
+        assert_eq!(swing_rise_middle(u32::MAX - 5, u32::MAX), None);
+    }
+
+    #[test]
+    fn a_very_long_swing_rises_to_its_middle_then_to_the_level() {
+        // Trough 7, level 19: low step 11, 8 below the level: middle 15.
+        let m = flapping(7, 19);
+        // From the low step, a forecast of 13 goes to the middle; one beyond it to the level.
+        assert_eq!(raise(&m, 11, 11, 13), 15);
+        assert_eq!(raise(&m, 11, 11, 15), 15);
+        assert_eq!(raise(&m, 11, 11, 16), 19);
+        // From the middle, the next forecast goes to the level.
+        assert_eq!(raise(&m, 15, 15, 16), 19);
+        // Load already beyond tolerance goes to the level at once.
+        assert_eq!(raise(&m, 11, 13, 13), 19);
+        // Below the low step the forecast is followed.
+        assert_eq!(raise(&m, 9, 9, 11), 11);
+        // Not flapping: the forecast alone.
+        let mut calm = m.clone();
+        calm.ahead.holding = false;
+        assert_eq!(raise(&calm, 11, 11, 13), 13);
+    }
+
+    #[test]
+    fn a_shorter_swing_rises_to_the_level_in_one_step() {
+        // Trough 8, level 15: low step 10, 5 below the level.
+        let m = flapping(8, 15);
+        assert_eq!(raise(&m, 10, 10, 11), 15);
+        // Trough 7, level 16: low step 10, 6 below: middle 13.
+        let m = flapping(7, 16);
+        assert_eq!(raise(&m, 10, 10, 11), 13);
+    }
+
+    #[test]
+    fn no_step_before_the_crest_has_passed_or_without_load_now() {
+        // The load now needs 18, one below the crest's 19: not past it.
+        let m = after_crest(7, 19, 18);
+        assert_eq!(step(&m, 19, 19, 15), None);
+        // No level noted now (no usable load): nothing says the crest has passed.
+        let mut m = after_crest(7, 19, 12);
+        m.ahead.levels.pop();
+        assert_eq!(step(&m, 19, 19, 15), None);
+    }
 }

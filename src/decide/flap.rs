@@ -17,6 +17,18 @@ pub const MAX_TURNS: usize = 64;
 /// wobbles by one broker around a boundary is noise, not flapping.
 pub const MIN_SWING: u32 = 2;
 
+/// Smallest gap, in replicas, between the flap level and a swing's low step for which the swing
+/// is followed down in two steps (to the middle between them, then to the low step) instead of
+/// one: on a long swing one step keeps the crest's brokers through most of the fall, while the
+/// scale-down window would already allow half of it.
+pub const TWO_STEP_SWING: u32 = 4;
+
+/// Smallest gap, in replicas, between the flap level and a swing's low step for which a rise
+/// that only the forecast asks for goes up in two steps too (to the middle, then to the level).
+/// Each step costs an action a swing: from 4 or 5 brokers up that spent more than half the
+/// HPA's actions on a measured swing, from 6 on it did not.
+pub const TWO_STEP_RISE: u32 = 6;
+
 /// Direction changes of the recommendation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turns {
