@@ -123,7 +123,7 @@ pub struct ScalingPolicySpec {
     pub brokers: Option<BrokerSpec>,
     /// Bookie volume expansion. Optional when `brokers` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bookies: Option<BookieSpec>,
+    pub bookies: Option<Box<BookieSpec>>,
     /// Per-policy limit on changes of any kind. Default 12 per hour with a burst of 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
@@ -259,7 +259,7 @@ pub struct BrokerSpec {
     /// The Pulsar admin API of each broker pod; enables drain before scale-down and rebalance
     /// after scale-up. Without it, scale-downs remove brokers without moving their bundles first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin: Option<AdminSpec>,
+    pub admin: Option<Box<AdminSpec>>,
 }
 
 /// How the controller reaches each broker pod's admin API: `<scheme>://<pod IP>:<port>`, never
@@ -683,17 +683,17 @@ pub struct BrokerStatus {
     pub metrics: Vec<MetricStatus>,
     /// What the forecast remembers and last concluded; present when `forecast.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<ForecastStatus>,
+    pub forecast: Option<Box<ForecastStatus>>,
     /// Flap damping: recent direction changes of the recommendation and whether capacity is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flapping: Option<FlapStatus>,
+    pub flapping: Option<Box<FlapStatus>>,
     /// The rebalance after the last scale-up; present when `scaleUp.rebalance` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rebalance: Option<RebalanceStatus>,
+    pub rebalance: Option<Box<RebalanceStatus>>,
     /// The drain before a scale-down: in progress, or the last one abandoned (kept while a new
     /// attempt waits). The controller's only memory of it, so it survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain: Option<DrainStatus>,
+    pub drain: Option<Box<DrainStatus>>,
     /// A scale action recorded before its `/scale` patch and not yet settled: present only in
     /// the status written right before the patch. A controller that finds it (after a crash or
     /// a takeover) reads the StatefulSet and either publishes the action's missing Event or

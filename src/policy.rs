@@ -61,7 +61,7 @@ pub struct Policy {
     /// Broker scaling, if configured.
     pub brokers: Option<BrokerPolicy>,
     /// Bookie volume growth, if configured.
-    pub bookies: Option<BookiePolicy>,
+    pub bookies: Option<Box<BookiePolicy>>,
     /// Per-policy rate limit.
     pub rate_limit: RateLimit,
     /// `brokers.forecast` when enabled (kept here so `BrokerPolicy` literals stay valid).
@@ -416,7 +416,7 @@ impl Policy {
             suspend: spec.suspend,
             source,
             brokers,
-            bookies,
+            bookies: bookies.map(Box::new),
             rate_limit: RateLimit {
                 actions_per_hour: limit.actions_per_hour.max(1) as u32,
                 burst: limit.burst.max(1) as u32,

@@ -202,7 +202,7 @@ fn settling_never_holds_back_a_scale_down_decision_or_invents_one() {
 
 fn rebalance(state: &str, moved: i32, finished: Option<i64>) -> BrokerStatus {
     BrokerStatus {
-        rebalance: Some(RebalanceStatus {
+        rebalance: Some(Box::new(RebalanceStatus {
             state: state.into(),
             from_replicas: 2,
             to_replicas: 3,
@@ -213,7 +213,7 @@ fn rebalance(state: &str, moved: i32, finished: Option<i64>) -> BrokerStatus {
             bundles_moved: moved,
             failures: 0,
             message: None,
-        }),
+        })),
         ..BrokerStatus::default()
     }
 }

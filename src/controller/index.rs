@@ -60,7 +60,7 @@ pub struct Checked {
 
 /// `spec.brokers.admin` of a policy, if any.
 fn admin_of(sp: &ScalingPolicy) -> Option<&crate::api::AdminSpec> {
-    sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref())
+    sp.spec.brokers.as_ref().and_then(|b| b.admin.as_deref())
 }
 
 impl Checked {

@@ -192,7 +192,12 @@ impl Run<'_> {
                 return Ok(Requeue::requeue(INVALID_RETRY));
             }
         };
-        let admin = self.sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref());
+        let admin = self
+            .sp
+            .spec
+            .brokers
+            .as_ref()
+            .and_then(|b| b.admin.as_deref());
         if let Err(refusal) = ctx.admission.check(&policy.source, admin) {
             // Refused by the operator's settings: the source is never called (the index keeps
             // the policy out of every round).
@@ -469,7 +474,12 @@ impl Run<'_> {
 
     /// Warns, as a condition and one Event, while the source's certificate is not checked.
     async fn insecure_tls(&mut self, policy: &Policy) {
-        let admin = self.sp.spec.brokers.as_ref().and_then(|b| b.admin.as_ref());
+        let admin = self
+            .sp
+            .spec
+            .brokers
+            .as_ref()
+            .and_then(|b| b.admin.as_deref());
         let mut unchecked = Vec::new();
         if policy.source.insecure_skip_verify() {
             unchecked.push(
@@ -816,7 +826,7 @@ impl Run<'_> {
                 brokers,
                 for_drain,
                 current,
-                previous.drain.as_ref(),
+                previous.drain.as_deref(),
                 &api,
             )
             .await?;
@@ -887,16 +897,17 @@ impl Run<'_> {
             ..BrokerStatus::default()
         };
         memory.write_status(&mut status);
-        status.drain = drain.status;
+        status.drain = drain.status.map(Box::new);
         status.rebalance = self
             .rebalance(
                 policy,
                 brokers,
                 &outcome,
                 (current, replicas_now),
-                previous.rebalance,
+                previous.rebalance.map(|r| *r),
             )
-            .await;
+            .await
+            .map(Box::new);
         self.status.brokers = Some(status);
         Ok(())
     }

@@ -317,42 +317,46 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
         || ahead.pending_scale_up.is_some()
         || ahead.seen_scale_up.is_some()
         || ahead.last.is_some();
-    status.forecast = forecast_used.then(|| ForecastStatus {
-        measured_horizon_seconds: ahead.measured_horizon.map(|(d, _)| d.as_secs() as i64),
-        measured_at: ahead.measured_horizon.map(|(_, t)| Time(t)),
-        pending_scale_up: ahead.pending_scale_up.map(|(t, r)| Recommendation {
-            time: Time(t),
-            replicas: r as i32,
-        }),
-        seen_scale_up: ahead.seen_scale_up.map(Time),
-        samples: ahead
-            .samples
-            .iter()
-            .map(|(m, s)| ForecastSeries {
-                metric: m.clone(),
-                times: s.iter().map(|(t, _)| Time(*t)).collect(),
-                values: s.iter().map(|(_, v)| *v).collect(),
-            })
-            .collect(),
-        last: ahead.last.clone(),
+    status.forecast = forecast_used.then(|| {
+        Box::new(ForecastStatus {
+            measured_horizon_seconds: ahead.measured_horizon.map(|(d, _)| d.as_secs() as i64),
+            measured_at: ahead.measured_horizon.map(|(_, t)| Time(t)),
+            pending_scale_up: ahead.pending_scale_up.map(|(t, r)| Recommendation {
+                time: Time(t),
+                replicas: r as i32,
+            }),
+            seen_scale_up: ahead.seen_scale_up.map(Time),
+            samples: ahead
+                .samples
+                .iter()
+                .map(|(m, s)| ForecastSeries {
+                    metric: m.clone(),
+                    times: s.iter().map(|(t, _)| Time(*t)).collect(),
+                    values: s.iter().map(|(_, v)| *v).collect(),
+                })
+                .collect(),
+            last: ahead.last.clone(),
+        })
     });
     let flap_used =
         ahead.turns.last_direction.is_some() || ahead.holding || !ahead.levels.is_empty();
-    status.flapping = flap_used.then(|| FlapStatus {
-        holding: ahead.holding,
-        turns_last_hour: ahead.turns.times.len() as i32,
-        turns: ahead.turns.times.iter().map(|t| Time(*t)).collect(),
-        last_direction: ahead.turns.last_direction.map(i32::from),
-        extreme: ahead.turns.extreme.map(|e| e as i32),
-        message: ahead.flap_message.clone(),
-        levels: ahead
-            .levels
-            .iter()
-            .map(|(t, l)| Recommendation {
-                time: Time(*t),
-                replicas: *l as i32,
-            })
-            .collect(),
+    status.flapping = flap_used.then(|| {
+        Box::new(FlapStatus {
+            holding: ahead.holding,
+            turns_last_hour: ahead.turns.times.len() as i32,
+            turns: ahead.turns.times.iter().map(|t| Time(*t)).collect(),
+            last_direction: ahead.turns.last_direction.map(i32::from),
+            extreme: ahead.turns.extreme.map(|e| e as i32),
+            message: ahead.flap_message.clone(),
+            levels: ahead
+                .levels
+                .iter()
+                .map(|(t, l)| Recommendation {
+                    time: Time(*t),
+                    replicas: *l as i32,
+                })
+                .collect(),
+        })
     });
 }
 

@@ -140,7 +140,13 @@ async fn create_policy(k: &RealPulsarOnKube, yaml: &str) {
 
 async fn rebalance_status(k: &RealPulsarOnKube) -> Option<RebalanceStatus> {
     let api: Api<ScalingPolicy> = Api::namespaced(k.admin.clone(), NS);
-    api.get("brokers").await.ok()?.status?.brokers?.rebalance
+    api.get("brokers")
+        .await
+        .ok()?
+        .status?
+        .brokers?
+        .rebalance
+        .map(|r| *r)
 }
 
 /// Reasons and notes of the Events about the policy.

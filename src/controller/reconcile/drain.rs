@@ -116,7 +116,7 @@ impl View {
 impl Run<'_> {
     fn drain_setup(&self) -> Option<Setup> {
         let spec = self.sp.spec.brokers.as_ref()?;
-        let admin = spec.admin.clone()?;
+        let admin = spec.admin.as_deref()?.clone();
         let drain = spec.scale_down.drain.as_ref()?;
         Some(Setup {
             admin,
@@ -526,7 +526,7 @@ impl Run<'_> {
         )
         .await;
         // Written before any bundle moves: a controller that dies now resumes this drain.
-        self.status.brokers.get_or_insert_default().drain = Some(drain.clone());
+        self.status.brokers.get_or_insert_default().drain = Some(Box::new(drain.clone()));
         self.write_status().await?;
         self.work(decision, setup, view, drain, brokers, api).await
     }
