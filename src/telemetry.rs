@@ -383,11 +383,14 @@ impl PolicySeries {
     }
 }
 
-/// The value under `label`, created at its default if missing.
+/// The value under `label`, created at its default if missing. The lists hold a few entries
+/// that rarely change, so they grow by one: doubling left most of 10,000 policies' lists half
+/// empty.
 fn entry<V: Default>(list: &mut Vec<(Label, V)>, label: Label) -> &mut V {
     let at = match list.iter().position(|(l, _)| *l == label) {
         Some(at) => at,
         None => {
+            list.reserve_exact(1);
             list.push((label, V::default()));
             list.len() - 1
         }
