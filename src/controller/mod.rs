@@ -370,9 +370,8 @@ async fn control(
     let for_targets = targets.clone();
     let sts_stream = watcher(statefulsets, watcher::Config::default().any_semantic())
         .default_backoff()
-        .inspect_ok(move |event| for_targets.apply(event))
-        .touched_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .map_ok(move |event| futures::stream::iter(for_targets.apply(event).into_iter().map(Ok)))
+        .try_flatten();
     let (pvc_reader, pvc_writer) = reflector::store();
     let pvc_stream = watcher(claims, watcher::Config::default().any_semantic())
         .default_backoff()

@@ -67,30 +67,47 @@ impl Targets {
         self.len() == 0
     }
 
-    /// Applies one event of the StatefulSet watch.
-    pub fn apply(&self, event: &watcher::Event<StatefulSet>) {
+    /// Applies one event of the StatefulSet watch; returns the StatefulSets whose record is new
+    /// or changed, whose policies are evaluated again. A change elsewhere (status, labels, the
+    /// pod template) changes no record and wakes nobody, so no per-object cache of generations
+    /// is kept beside the records.
+    pub fn apply(&self, event: watcher::Event<StatefulSet>) -> Vec<StatefulSet> {
         match event {
             watcher::Event::Apply(sts) => {
-                if let Ok(mut k) = self.known.write() {
-                    k.insert(key_of(sts), Target::of(sts));
+                let target = Target::of(&sts);
+                let Ok(mut k) = self.known.write() else {
+                    return Vec::new();
+                };
+                match k.insert(key_of(&sts), target.clone()) {
+                    Some(old) if old == target => Vec::new(),
+                    _ => vec![sts],
                 }
             }
             watcher::Event::Delete(sts) => {
                 if let Ok(mut k) = self.known.write() {
-                    k.remove(&key_of(sts));
+                    k.remove(&key_of(&sts));
                 }
+                Vec::new()
             }
             watcher::Event::Init => {
                 if let Ok(mut r) = self.relist.write() {
                     *r = Some(HashMap::new());
                 }
+                Vec::new()
             }
             watcher::Event::InitApply(sts) => {
+                let (key, target) = (key_of(&sts), Target::of(&sts));
+                let changed = self
+                    .known
+                    .read()
+                    .map(|k| k.get(&key) != Some(&target))
+                    .unwrap_or(true);
                 if let Ok(mut r) = self.relist.write()
                     && let Some(fresh) = r.as_mut()
                 {
-                    fresh.insert(key_of(sts), Target::of(sts));
+                    fresh.insert(key, target);
                 }
+                if changed { vec![sts] } else { Vec::new() }
             }
             watcher::Event::InitDone => {
                 let fresh = self.relist.write().ok().and_then(|mut r| r.take());
@@ -98,6 +115,7 @@ impl Targets {
                     fresh.shrink_to_fit();
                     *k = fresh;
                 }
+                Vec::new()
             }
         }
     }
@@ -122,15 +140,15 @@ mod tests {
     #[test]
     fn keeps_replicas_and_templates_and_follows_deletes_and_relists() {
         let t = Targets::default();
-        t.apply(&watcher::Event::Init);
-        t.apply(&watcher::Event::InitApply(sts(
+        t.apply(watcher::Event::Init);
+        t.apply(watcher::Event::InitApply(sts(
             "a",
             "bookie",
             3,
             &["ledgers", "journal"],
         )));
         assert!(t.get("a", "bookie").is_none(), "not before the list ends");
-        t.apply(&watcher::Event::InitDone);
+        t.apply(watcher::Event::InitDone);
         assert_eq!(
             t.get("a", "bookie"),
             Some(Target {
@@ -138,19 +156,35 @@ mod tests {
                 templates: vec!["ledgers".to_string(), "journal".to_string()].into()
             })
         );
-        t.apply(&watcher::Event::Apply(sts("a", "broker", 2, &[])));
+        t.apply(watcher::Event::Apply(sts("a", "broker", 2, &[])));
         assert_eq!(t.get("a", "broker").and_then(|b| b.replicas), Some(2));
         assert!(t.get("b", "broker").is_none(), "namespaced");
-        t.apply(&watcher::Event::Apply(sts("a", "broker", 5, &[])));
+        let woken = t.apply(watcher::Event::Apply(sts("a", "broker", 5, &[])));
+        assert_eq!(
+            woken.len(),
+            1,
+            "replicas changed: its policies are evaluated"
+        );
         assert_eq!(t.get("a", "broker").and_then(|b| b.replicas), Some(5));
-        t.apply(&watcher::Event::Delete(sts("a", "broker", 5, &[])));
+        let mut labelled = sts("a", "broker", 5, &[]);
+        labelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        assert!(
+            t.apply(watcher::Event::Apply(labelled)).is_empty(),
+            "nothing the controller reads changed: nobody is woken"
+        );
+        t.apply(watcher::Event::Delete(sts("a", "broker", 5, &[])));
         assert!(t.get("a", "broker").is_none());
 
         // A relist that no longer lists `bookie` drops it once complete.
-        t.apply(&watcher::Event::Init);
-        t.apply(&watcher::Event::InitApply(sts("a", "broker", 4, &[])));
+        t.apply(watcher::Event::Init);
+        assert_eq!(
+            t.apply(watcher::Event::InitApply(sts("a", "broker", 4, &[])))
+                .len(),
+            1,
+            "new to the view"
+        );
         assert!(t.get("a", "bookie").is_some(), "old view until InitDone");
-        t.apply(&watcher::Event::InitDone);
+        t.apply(watcher::Event::InitDone);
         assert!(t.get("a", "bookie").is_none());
         assert_eq!(t.get("a", "broker").and_then(|b| b.replicas), Some(4));
         assert_eq!(t.len(), 1);
