@@ -474,12 +474,16 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     .await;
     p.set_load(0.5).await;
     wait_replicas(&p, 5).await;
-    assert!(
-        p.events("brokers")
-            .await
-            .iter()
-            .any(|e| e.0 == "ScaledDown" && e.2 == "b")
-    );
+    // The Event follows the `/scale` patch's answer, so it can come a moment after the replicas.
+    eventually("b's ScaledDown Event", 40, || async {
+        let events = p.events("brokers").await;
+        if events.iter().any(|e| e.0 == "ScaledDown" && e.2 == "b") {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
 
     // SIGTERM releases the Lease at once.
     b.terminate();

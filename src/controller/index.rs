@@ -59,7 +59,7 @@ pub struct Checked {
 }
 
 /// `spec.brokers.admin` of a policy, if any.
-fn admin_of(sp: &ScalingPolicy) -> Option<&crate::api::AdminSpec> {
+pub(super) fn admin_of(sp: &ScalingPolicy) -> Option<&crate::api::AdminSpec> {
     sp.spec.brokers.as_ref().and_then(|b| b.admin.as_deref())
 }
 

@@ -192,12 +192,7 @@ impl Run<'_> {
                 return Ok(Requeue::requeue(INVALID_RETRY));
             }
         };
-        let admin = self
-            .sp
-            .spec
-            .brokers
-            .as_ref()
-            .and_then(|b| b.admin.as_deref());
+        let admin = super::index::admin_of(self.sp);
         if let Err(refusal) = ctx.admission.check(&policy.source, admin) {
             // Refused by the operator's settings: the source is never called (the index keeps
             // the policy out of every round).
@@ -474,12 +469,7 @@ impl Run<'_> {
 
     /// Warns, as a condition and one Event, while the source's certificate is not checked.
     async fn insecure_tls(&mut self, policy: &Policy) {
-        let admin = self
-            .sp
-            .spec
-            .brokers
-            .as_ref()
-            .and_then(|b| b.admin.as_deref());
+        let admin = super::index::admin_of(self.sp);
         let mut unchecked = Vec::new();
         if policy.source.insecure_skip_verify() {
             unchecked.push(
