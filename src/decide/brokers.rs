@@ -1013,6 +1013,19 @@ mod tests {
         m
     }
 
+    /// The engine's inputs for `current` brokers with `memory`, an hour in.
+    fn inputs<'a>(p: &'a BrokerPolicy, memory: &'a BrokerMemory, current: u32) -> BrokerInputs<'a> {
+        BrokerInputs {
+            policy: p,
+            flags: Flags::default(),
+            max_staleness: Duration::from_secs(120),
+            current,
+            samples: &[],
+            memory,
+            now: at(3600),
+        }
+    }
+
     fn step(
         memory: &BrokerMemory,
         current: u32,
@@ -1020,16 +1033,7 @@ mod tests {
         window_ceiling: u32,
     ) -> Option<SwingStep> {
         let p = policy();
-        let inputs = BrokerInputs {
-            policy: &p,
-            flags: Flags::default(),
-            max_staleness: Duration::from_secs(120),
-            current,
-            samples: &[],
-            memory,
-            now: at(3600),
-        };
-        follows_swing_down(&inputs, memory, level, window_ceiling)
+        follows_swing_down(&inputs(&p, memory, current), memory, level, window_ceiling)
     }
 
     #[test]
@@ -1094,16 +1098,7 @@ mod tests {
     /// for `raw`.
     fn raise(memory: &BrokerMemory, current: u32, plain: u32, raw: u32) -> u32 {
         let p = policy();
-        let inputs = BrokerInputs {
-            policy: &p,
-            flags: Flags::default(),
-            max_staleness: Duration::from_secs(120),
-            current,
-            samples: &[],
-            memory,
-            now: at(3600),
-        };
-        flap_raise(&inputs, plain, raw, &mut Vec::new())
+        flap_raise(&inputs(&p, memory, current), plain, raw, &mut Vec::new())
     }
 
     #[test]
