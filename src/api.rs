@@ -865,6 +865,16 @@ pub struct FlapStatus {
     /// hour (each entry is the highest since its time): what capacity is held at while flapping.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<Recommendation>,
+    /// Crests of those levels within the last hour, oldest first (each at the time the level
+    /// fell from it); bounded. What most crests needed is what is held while flapping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crests: Vec<Recommendation>,
+    /// Whether the level is in a rising run (`true`) or a falling one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_rising: Option<bool>,
+    /// Highest (rising) or lowest (falling) level of the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_extreme: Option<i32>,
 }
 
 /// One remembered recommendation.

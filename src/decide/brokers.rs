@@ -169,6 +169,7 @@ pub fn decide_brokers_with(inputs: &BrokerInputs<'_>, ahead: Option<&Ahead<'_>>)
         inputs,
         ahead,
         (!seen.usable.is_empty()).then_some(level),
+        seen.problems.is_empty(),
         recommendation,
         &mut memory,
         &mut reasons,
@@ -492,6 +493,36 @@ fn follows_swing_down(
         .then_some(SwingStep::Middle { to: middle, low })
 }
 
+/// While flapping, on complete data: the brokers most crests of the flap window needed within
+/// tolerance ([`flap::Crests::typical`]), or what the load needed within the last horizon
+/// when that is more; before three crests were seen, the highest level of the flap window. A crest above the typical one is
+/// met by a scale-up ([`flap_raise`]) and its brokers are given back once it has passed: the
+/// scale-down window's highest recommendation is not what the swings need, since a
+/// recommendation within tolerance only repeats the replicas of that moment ("keep 8" at a crest
+/// 7 brokers carry), and holding the hour's highest crest pays it through every swing.
+fn crest_hold(
+    a: &Ahead<'_>,
+    memory: &BrokerMemory,
+    policy: &BrokerPolicy,
+    now: Timestamp,
+    level: u32,
+) -> u32 {
+    let typical = memory.ahead.crests.typical(now).unwrap_or(level).min(level);
+    let (horizon, _) = horizon::horizon(&a.policy, &memory.ahead, a.unmeasured_horizon);
+    let recent = (horizon + a.policy.interval).min(policy.scale_down.window);
+    let needed = memory.ahead.level_within(now, recent).unwrap_or(level);
+    typical.max(needed)
+}
+
+/// Why the crests' level is held, in words.
+fn crest_message(turns: usize, held: u32, highest: u32, window: Duration) -> String {
+    format!(
+        "load is flapping: the recommendation changed direction {turns} times in the last {}; holding {held} brokers, what most crests of the last {} needed within tolerance (the highest needed {highest}: a crest beyond tolerance on {held} is met by a scale-up, given back once it has passed)",
+        units::duration(flap::FLAP_WINDOW),
+        units::duration(window)
+    )
+}
+
 /// Stabilization (HPA): up to the lowest recommendation in the up window, down to the highest
 /// in the down window, counting the one made now. While flapping, scale-downs go no lower than
 /// the flap level: the fewest brokers that kept every load of the flap window within tolerance
@@ -505,6 +536,7 @@ fn stabilize(
     inputs: &BrokerInputs<'_>,
     ahead: Option<&Ahead<'_>>,
     level: Option<u32>,
+    complete: bool,
     recommendation: u32,
     memory: &mut BrokerMemory,
     reasons: &mut Vec<String>,
@@ -526,6 +558,10 @@ fn stabilize(
             turns.note(previous, recommendation, now);
             memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
             memory.ahead.note_level(now, level, flap_window(policy));
+            // A level from partial data understates the load: it marks no crest.
+            if complete {
+                memory.ahead.crests.note(level, now);
+            }
         }
         memory.record(now, recommendation, keep);
     }
@@ -554,6 +590,14 @@ fn stabilize(
         // target, and one made within tolerance is just the replicas of that moment; the level
         // is what the swings need.
         down_ceiling = window_ceiling.max(level);
+        // Only where no scale-up is asked for: the hold gives brokers back, never refuses any.
+        if let Some(a) = ahead.filter(|_| complete && recommendation <= current)
+            && let held = crest_hold(a, memory, policy, now, level)
+            && held < down_ceiling
+        {
+            down_ceiling = held;
+            flap_message = Some(crest_message(turns, held, level, flap_window(policy)));
+        }
         if let Some(step) = follows_swing_down(inputs, memory, level, window_ceiling) {
             down_ceiling = step.to();
             following = true;
@@ -571,7 +615,9 @@ fn stabilize(
         memory.ahead.flap_message.clone_from(&flap_message);
     }
     let stabilized = current.max(up_floor).min(down_ceiling);
-    if stabilized != recommendation {
+    // Below what the window alone allows: only flap damping's hold of the crests did that.
+    let below_window = stabilized < current.max(up_floor).min(window_ceiling);
+    if stabilized != recommendation || below_window {
         if recommendation > current {
             reasons.push(format!(
                 "scale-up stabilization window {}: lowest recommendation in it is {up_floor}",
@@ -582,8 +628,8 @@ fn stabilize(
                 "scale-down stabilization window {}: highest recommendation in it is {window_ceiling}",
                 units::duration(policy.scale_down.window)
             ));
-            if let Some(message) =
-                flap_message.filter(|_| down_ceiling > window_ceiling && !following)
+            if let Some(message) = flap_message
+                .filter(|_| (down_ceiling > window_ceiling || below_window) && !following)
             {
                 reasons.push(message);
             }
@@ -707,11 +753,16 @@ fn forecast_raise(
     let window = flap_window(inputs.policy);
     if previous.holding
         && let Some(level) = previous.level_within(inputs.now, window)
-        && wanted > level.max(plain)
+        && let typical = previous
+            .crests
+            .typical(inputs.now)
+            .unwrap_or(level)
+            .min(level)
+        && wanted > typical.max(plain)
     {
-        let cap = level.max(plain);
+        let cap = typical.max(plain);
         reasons.push(format!(
-            "forecast capped at {cap} while flapping: the fewest brokers that kept the load of the last {} within tolerance",
+            "forecast capped at {cap} while flapping: what most crests of the last {} needed within tolerance",
             units::duration(window)
         ));
         return cap;

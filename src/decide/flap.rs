@@ -1,6 +1,6 @@
 //! Flap damping: counts how often the recommendation changes direction, and when that happens
-//! more often per hour than the policy allows, scale-downs wait for the highest recommendation of
-//! the whole hour instead of following each swing.
+//! more often per hour than the policy allows, capacity is held at what the swings of the hour
+//! needed (their crests) instead of following each swing broker by broker.
 
 use std::time::Duration;
 
@@ -85,6 +85,67 @@ impl Turns {
     }
 }
 
+/// Crests of the level (the fewest brokers that keep the load within tolerance): the highest
+/// level of each swing, noted once the level has fallen [`MIN_SWING`] below it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Crests {
+    /// `(time the crest was left, crest level)`, oldest first.
+    pub peaks: Vec<(Timestamp, u32)>,
+    /// Whether the level is in a rising run (`Some(true)`) or a falling one.
+    pub rising: Option<bool>,
+    /// Highest (rising) or lowest (falling) level of the current run.
+    pub extreme: Option<u32>,
+}
+
+impl Crests {
+    /// Notes the level of `now`; forgets crests older than the window.
+    pub fn note(&mut self, level: u32, now: Timestamp) {
+        match (self.rising, self.extreme) {
+            (Some(true), Some(e)) => {
+                if level > e {
+                    self.extreme = Some(level);
+                } else if e - level >= MIN_SWING {
+                    self.peaks.push((now, e));
+                    self.rising = Some(false);
+                    self.extreme = Some(level);
+                }
+            }
+            (Some(false), Some(e)) => {
+                if level < e {
+                    self.extreme = Some(level);
+                } else if level - e >= MIN_SWING {
+                    self.rising = Some(true);
+                    self.extreme = Some(level);
+                }
+            }
+            _ => {
+                // The first run rises: a crest needs a fall behind it to count.
+                self.rising = Some(true);
+                self.extreme = Some(level);
+            }
+        }
+        self.peaks.retain(|(t, _)| elapsed(now, *t) <= FLAP_WINDOW);
+        let excess = self.peaks.len().saturating_sub(MAX_TURNS);
+        self.peaks.drain(..excess);
+    }
+
+    /// The level most crests of the window needed: the lower median of the crests left within
+    /// the window, `None` with fewer than three of them.
+    pub fn typical(&self, now: Timestamp) -> Option<u32> {
+        let mut v: Vec<u32> = self
+            .peaks
+            .iter()
+            .filter(|(t, _)| elapsed(now, *t) <= FLAP_WINDOW && *t <= now)
+            .map(|(_, l)| *l)
+            .collect();
+        if v.len() < 3 {
+            return None;
+        }
+        v.sort_unstable();
+        Some(v[(v.len() - 1) / 2])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +168,37 @@ mod tests {
         assert_eq!(t.within(at(840)), 3);
         assert!(t.flapping(at(840), 3));
         assert!(!t.flapping(at(840), 4));
+    }
+
+    #[test]
+    fn a_crest_counts_once_the_level_has_fallen_from_it() {
+        let mut c = Crests::default();
+        // 7 → 6 is a wobble, not a crest; 8 is left at 9 min, 7 at 14 min; the last rise to 9
+        // has not fallen yet.
+        let levels = [5, 6, 7, 6, 7, 8, 7, 6, 5, 6, 7, 6, 5, 7, 9];
+        for (i, l) in levels.into_iter().enumerate() {
+            c.note(l, at(i as i64 * 60));
+        }
+        assert_eq!(c.peaks, vec![(at(420), 8), (at(720), 7)]);
+        assert_eq!(c.typical(at(840)), None, "two crests are too few to say");
+        c.note(7, at(900));
+        assert_eq!(c.peaks.last(), Some(&(at(900), 9)));
+        // 8, 7, 9: the lower median, 8; with another 9 still 8.
+        assert_eq!(c.typical(at(900)), Some(8));
+        for (t, l) in [(960, 9), (1020, 7)] {
+            c.note(l, at(t));
+        }
+        assert_eq!(c.typical(at(1020)), Some(8));
+        // An hour after the first crests, only the newer ones count.
+        c.note(7, at(420 + 3601));
+        assert_eq!(
+            c.peaks,
+            vec![(at(720), 7), (at(900), 9), (at(1020), 9)].split_off(0)[..]
+                .to_vec()
+                .into_iter()
+                .filter(|(t, _)| *t > at(420))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

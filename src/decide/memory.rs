@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::flap::Turns;
+use super::flap::{Crests, Turns};
 use super::{Action, elapsed};
 use crate::api::{BrokerStatus, FlapStatus, ForecastSeries, ForecastStatus, Recommendation};
 
@@ -81,6 +81,8 @@ pub struct AheadMemory {
     pub levels: Vec<(Timestamp, u32)>,
     /// Why capacity is held, in words.
     pub flap_message: Option<String>,
+    /// Crests of the level within the flap window.
+    pub crests: Crests,
 }
 
 impl AheadMemory {
@@ -306,6 +308,20 @@ fn ahead_from_status(status: &BrokerStatus) -> AheadMemory {
         let excess = levels.len().saturating_sub(MAX_LEVELS);
         levels.drain(..excess);
         ahead.levels = levels;
+        let mut peaks: Vec<(Timestamp, u32)> = fl
+            .crests
+            .iter()
+            .filter(|c| c.replicas >= 0)
+            .map(|c| (c.time.0, c.replicas as u32))
+            .collect();
+        peaks.sort_by_key(|(t, _)| *t);
+        let excess = peaks.len().saturating_sub(super::flap::MAX_TURNS);
+        peaks.drain(..excess);
+        ahead.crests = Crests {
+            peaks,
+            rising: fl.level_rising,
+            extreme: fl.level_extreme.filter(|e| *e >= 0).map(|e| e as u32),
+        };
     }
     ahead
 }
@@ -338,8 +354,10 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
             last: ahead.last.clone(),
         })
     });
-    let flap_used =
-        ahead.turns.last_direction.is_some() || ahead.holding || !ahead.levels.is_empty();
+    let flap_used = ahead.turns.last_direction.is_some()
+        || ahead.holding
+        || !ahead.levels.is_empty()
+        || ahead.crests.extreme.is_some();
     status.flapping = flap_used.then(|| {
         Box::new(FlapStatus {
             holding: ahead.holding,
@@ -356,6 +374,17 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
                     replicas: *l as i32,
                 })
                 .collect(),
+            crests: ahead
+                .crests
+                .peaks
+                .iter()
+                .map(|(t, l)| Recommendation {
+                    time: Time(*t),
+                    replicas: *l as i32,
+                })
+                .collect(),
+            level_rising: ahead.crests.rising,
+            level_extreme: ahead.crests.extreme.map(|e| e as i32),
         })
     });
 }
@@ -424,6 +453,25 @@ mod tests {
         assert_eq!(
             BrokerMemory::from_status(&status).ahead.levels,
             m.ahead.levels
+        );
+    }
+
+    #[test]
+    fn crests_survive_a_status_round_trip() {
+        let mut a = AheadMemory::default();
+        for (t, l) in [(0, 5), (60, 7), (120, 5), (180, 8), (240, 7), (300, 6)] {
+            a.crests.note(l, at(t));
+        }
+        assert_eq!(a.crests.peaks, vec![(at(120), 7), (at(300), 8)]);
+        let m = BrokerMemory {
+            ahead: a,
+            ..BrokerMemory::default()
+        };
+        let mut status = BrokerStatus::default();
+        m.write_status(&mut status);
+        assert_eq!(
+            BrokerMemory::from_status(&status).ahead.crests,
+            m.ahead.crests
         );
     }
 
