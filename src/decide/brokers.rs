@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::forecast::{self, History};
-use super::memory::BrokerMemory;
+use super::memory::{AheadMemory, BrokerMemory};
 use super::{Action, Decision, Flags, Sample, cooldown_left, elapsed, flap, horizon};
 use super::{sample_problem, units};
 use crate::policy::{BrokerPolicy, Direction, ForecastPolicy, MetricPolicy};
@@ -494,12 +494,12 @@ fn follows_swing_down(
 }
 
 /// While flapping, on complete data: the brokers most crests of the flap window needed within
-/// tolerance ([`flap::Crests::typical`]), or what the load needed within the last horizon
-/// when that is more; before three crests were seen, the highest level of the flap window. A crest above the typical one is
-/// met by a scale-up ([`flap_raise`]) and its brokers are given back once it has passed: the
-/// scale-down window's highest recommendation is not what the swings need, since a
-/// recommendation within tolerance only repeats the replicas of that moment ("keep 8" at a crest
-/// 7 brokers carry), and holding the hour's highest crest pays it through every swing.
+/// tolerance ([`typical_crest`]), or what the load needed within the last horizon when that is
+/// more. A crest above the typical one is met by a scale-up ([`flap_raise`]) and its brokers are
+/// given back once it has passed: the scale-down window's highest recommendation is not what
+/// the swings need, since a recommendation within tolerance only repeats the replicas of that
+/// moment ("keep 8" at a crest 7 brokers carry), and holding the hour's highest crest pays it
+/// through every swing.
 fn crest_hold(
     a: &Ahead<'_>,
     memory: &BrokerMemory,
@@ -507,11 +507,17 @@ fn crest_hold(
     now: Timestamp,
     level: u32,
 ) -> u32 {
-    let typical = memory.ahead.crests.typical(now).unwrap_or(level).min(level);
+    let typical = typical_crest(&memory.ahead, now, level);
     let (horizon, _) = horizon::horizon(&a.policy, &memory.ahead, a.unmeasured_horizon);
     let recent = (horizon + a.policy.interval).min(policy.scale_down.window);
     let needed = memory.ahead.level_within(now, recent).unwrap_or(level);
     typical.max(needed)
+}
+
+/// What most crests of the flap window needed ([`flap::Crests::typical`]), at most the flap
+/// `level`; the `level` itself before three crests were seen.
+fn typical_crest(ahead: &AheadMemory, now: Timestamp, level: u32) -> u32 {
+    ahead.crests.typical(now).unwrap_or(level).min(level)
 }
 
 /// Why the crests' level is held, in words.
@@ -527,11 +533,12 @@ fn crest_message(turns: usize, held: u32, highest: u32, window: Duration) -> Str
 /// in the down window, counting the one made now. While flapping, scale-downs go no lower than
 /// the flap level: the fewest brokers that kept every load of the flap window within tolerance
 /// (so the next swing like those seen needs no scale-up), except for one large step down (two on
-/// a long swing) that follows a swing once its crest has passed ([`follows_swing_down`]). Flap
-/// damping only ever raises the window's ceiling for scale-downs, never lowers it. Records the
-/// recommendation and, with `ahead`, the level and direction changes in `memory` (only when
-/// `level` is given, i.e. some metric was usable). Returns the desired replicas (within bounds)
-/// and whether flap damping holds capacity.
+/// a long swing) that follows a swing once its crest has passed ([`follows_swing_down`]), and
+/// except that on `complete` data, when no scale-up is asked for, they go down to what most
+/// crests needed ([`crest_hold`]) even below the window's ceiling. Records the recommendation
+/// and, with `ahead`, the level, its crests (complete data only) and direction changes in
+/// `memory` (only when `level` is given, i.e. some metric was usable). Returns the desired
+/// replicas (within bounds) and whether flap damping holds capacity.
 fn stabilize(
     inputs: &BrokerInputs<'_>,
     ahead: Option<&Ahead<'_>>,
@@ -753,11 +760,7 @@ fn forecast_raise(
     let window = flap_window(inputs.policy);
     if previous.holding
         && let Some(level) = previous.level_within(inputs.now, window)
-        && let typical = previous
-            .crests
-            .typical(inputs.now)
-            .unwrap_or(level)
-            .min(level)
+        && let typical = typical_crest(previous, inputs.now, level)
         && wanted > typical.max(plain)
     {
         let cap = typical.max(plain);
