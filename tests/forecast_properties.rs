@@ -706,8 +706,8 @@ fn flapping_holds_the_level_not_the_crests_recommendation() {
         "{}",
         with.decision.reason()
     );
-    // Never below what the load of the moment needs: 1150 needs 11 within tolerance even
-    // though the hour's level says 11 too, and 1250 needs 12.
+    // Never below what the load of the moment needs: 1250 needs 12 within tolerance, though
+    // the hour's level says 11.
     let (with, _) = once(&flapping_memory(now, 11, 12), 12, 1250.0, now);
     assert_eq!(
         with.decision.action,

@@ -397,6 +397,13 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
     }
 
+    /// The memory a successor reads back from the status `m` writes.
+    fn through_status(m: &BrokerMemory) -> BrokerMemory {
+        let mut status = BrokerStatus::default();
+        m.write_status(&mut status);
+        BrokerMemory::from_status(&status)
+    }
+
     #[test]
     fn merges_runs_and_keeps_windows_exact() {
         let mut m = BrokerMemory::default();
@@ -448,12 +455,7 @@ mod tests {
             ahead: a,
             ..BrokerMemory::default()
         };
-        let mut status = BrokerStatus::default();
-        m.write_status(&mut status);
-        assert_eq!(
-            BrokerMemory::from_status(&status).ahead.levels,
-            m.ahead.levels
-        );
+        assert_eq!(through_status(&m).ahead.levels, m.ahead.levels);
     }
 
     #[test]
@@ -467,12 +469,7 @@ mod tests {
             ahead: a,
             ..BrokerMemory::default()
         };
-        let mut status = BrokerStatus::default();
-        m.write_status(&mut status);
-        assert_eq!(
-            BrokerMemory::from_status(&status).ahead.crests,
-            m.ahead.crests
-        );
+        assert_eq!(through_status(&m).ahead.crests, m.ahead.crests);
     }
 
     #[test]
@@ -486,11 +483,6 @@ mod tests {
     #[test]
     fn the_horizon_is_measured_across_status_round_trips() {
         use crate::decide::{Sample, horizon};
-        let through_status = |m: &BrokerMemory| {
-            let mut status = BrokerStatus::default();
-            m.write_status(&mut status);
-            BrokerMemory::from_status(&status)
-        };
         let reporting = |n: u32, t: i64| {
             vec![Some(Sample {
                 value: 1.0,
