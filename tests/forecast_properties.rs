@@ -261,7 +261,8 @@ proptest! {
                         with.decision.reason()
                     )));
                 };
-                prop_assert!(with.holding, "{} / without: {:?} {} {}", with.decision.reason(), without.decision.action, without.decision.to, without.decision.reason());
+                prop_assert!(with.holding, "{} (without: {})",
+                    with.decision.reason(), without.decision.reason());
                 prop_assert_eq!(with.decision.action, Action::ScaleDown);
                 let needed = needed_now(&p, current, v).min(p.max_replicas);
                 prop_assert!(with.decision.to >= u64::from(needed),
