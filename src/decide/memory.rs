@@ -218,14 +218,7 @@ impl BrokerMemory {
 
     /// Writes the memory into a status.
     pub fn write_status(&self, status: &mut BrokerStatus) {
-        status.recommendations = self
-            .recommendations
-            .iter()
-            .map(|(t, r)| Recommendation {
-                time: Time(*t),
-                replicas: *r as i32,
-            })
-            .collect();
+        status.recommendations = timed_to_status(&self.recommendations);
         status.last_scale_up_time = self.last_scale_up.map(Time);
         status.last_scale_down_time = self.last_scale_down.map(Time);
         ahead_to_status(&self.ahead, status);
@@ -298,32 +291,38 @@ fn ahead_from_status(status: &BrokerStatus) -> AheadMemory {
         };
         ahead.holding = fl.holding;
         ahead.flap_message = fl.message.clone();
-        let mut levels: Vec<(Timestamp, u32)> = fl
-            .levels
-            .iter()
-            .filter(|l| l.replicas >= 0)
-            .map(|l| (l.time.0, l.replicas as u32))
-            .collect();
-        levels.sort_by_key(|(t, _)| *t);
-        let excess = levels.len().saturating_sub(MAX_LEVELS);
-        levels.drain(..excess);
-        ahead.levels = levels;
-        let mut peaks: Vec<(Timestamp, u32)> = fl
-            .crests
-            .iter()
-            .filter(|c| c.replicas >= 0)
-            .map(|c| (c.time.0, c.replicas as u32))
-            .collect();
-        peaks.sort_by_key(|(t, _)| *t);
-        let excess = peaks.len().saturating_sub(super::flap::MAX_TURNS);
-        peaks.drain(..excess);
+        ahead.levels = timed_from_status(&fl.levels, MAX_LEVELS);
         ahead.crests = Crests {
-            peaks,
+            peaks: timed_from_status(&fl.crests, super::flap::MAX_TURNS),
             rising: fl.level_rising,
             extreme: fl.level_extreme.filter(|e| *e >= 0).map(|e| e as u32),
         };
     }
     ahead
+}
+
+/// Replicas by time read from a status list: negative counts dropped, oldest first, at most the
+/// newest `keep`.
+fn timed_from_status(list: &[Recommendation], keep: usize) -> Vec<(Timestamp, u32)> {
+    let mut v: Vec<(Timestamp, u32)> = list
+        .iter()
+        .filter(|r| r.replicas >= 0)
+        .map(|r| (r.time.0, r.replicas as u32))
+        .collect();
+    v.sort_by_key(|(t, _)| *t);
+    let excess = v.len().saturating_sub(keep);
+    v.drain(..excess);
+    v
+}
+
+/// Replicas by time as a status list.
+fn timed_to_status(list: &[(Timestamp, u32)]) -> Vec<Recommendation> {
+    list.iter()
+        .map(|(t, r)| Recommendation {
+            time: Time(*t),
+            replicas: *r as i32,
+        })
+        .collect()
 }
 
 /// Writes the forecast and flap memory; nothing when there is nothing to remember.
@@ -366,23 +365,8 @@ fn ahead_to_status(ahead: &AheadMemory, status: &mut BrokerStatus) {
             last_direction: ahead.turns.last_direction.map(i32::from),
             extreme: ahead.turns.extreme.map(|e| e as i32),
             message: ahead.flap_message.clone(),
-            levels: ahead
-                .levels
-                .iter()
-                .map(|(t, l)| Recommendation {
-                    time: Time(*t),
-                    replicas: *l as i32,
-                })
-                .collect(),
-            crests: ahead
-                .crests
-                .peaks
-                .iter()
-                .map(|(t, l)| Recommendation {
-                    time: Time(*t),
-                    replicas: *l as i32,
-                })
-                .collect(),
+            levels: timed_to_status(&ahead.levels),
+            crests: timed_to_status(&ahead.crests.peaks),
             level_rising: ahead.crests.rising,
             level_extreme: ahead.crests.extreme.map(|e| e as i32),
         })
