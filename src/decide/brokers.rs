@@ -508,10 +508,63 @@ fn crest_hold(
     level: u32,
 ) -> u32 {
     let typical = typical_crest(&memory.ahead, now, level);
-    let (horizon, _) = horizon::horizon(&a.policy, &memory.ahead, a.unmeasured_horizon);
-    let recent = (horizon + a.policy.interval).min(policy.scale_down.window);
+    let recent = recent_window(a, memory, policy);
     let needed = memory.ahead.level_within(now, recent).unwrap_or(level);
     typical.max(needed)
+}
+
+/// How far back "the load of now" reaches for giving brokers back while the load swings: one
+/// horizon and one interval (the time a broker asked for again would take to carry load, so a
+/// rise that began within it is still covered), at most the scale-down window.
+fn recent_window(a: &Ahead<'_>, memory: &BrokerMemory, policy: &BrokerPolicy) -> Duration {
+    let (horizon, _) = horizon::horizon(&a.policy, &memory.ahead, a.unmeasured_horizon);
+    (horizon + a.policy.interval).min(policy.scale_down.window)
+}
+
+/// A trough [`follows_trough`] follows down.
+struct Trough {
+    /// Replicas it goes down to.
+    to: u32,
+    /// Crests of the flap window.
+    crests: usize,
+    /// Mean time between them: the swing's period.
+    period: Duration,
+    /// How far back the load's need was taken.
+    recent: Duration,
+}
+
+/// When the level swings regularly (three crests or more in the flap window, flapping or not),
+/// where a scale-down follows one of its troughs below what the scale-down window or the
+/// crests' hold keeps: to the fewest brokers that kept the load of the last [`recent_window`]
+/// within tolerance, never fewer than this evaluation recommends, once no action was taken for
+/// [`flap::TROUGH_EVERY_SWINGS`] swing periods. A window as long as the swing keeps the crest's
+/// brokers through every trough; following each trough would cost about the HPA's actions, one
+/// every few swings costs a fraction of them and gives back a broker for most of a trough. The
+/// way back up is the scale-up the forecast (or the load) asks for as the next crest comes.
+fn follows_trough(
+    a: &Ahead<'_>,
+    inputs: &BrokerInputs<'_>,
+    memory: &BrokerMemory,
+    recommendation: u32,
+) -> Option<Trough> {
+    let now = inputs.now;
+    let crests = memory.ahead.crests.within(now);
+    if crests < 3 {
+        return None;
+    }
+    let period = flap::FLAP_WINDOW / u32::try_from(crests).ok()?;
+    let quiet = inputs
+        .memory
+        .last_change()
+        .is_none_or(|t| elapsed(now, t) >= period * flap::TROUGH_EVERY_SWINGS);
+    let recent = recent_window(a, memory, inputs.policy);
+    let to = memory.ahead.level_within(now, recent)?.max(recommendation);
+    (quiet && to < inputs.current).then_some(Trough {
+        to,
+        crests,
+        period,
+        recent,
+    })
 }
 
 /// What most crests of the flap window needed ([`flap::Crests::typical`]), at most the flap
@@ -617,6 +670,23 @@ fn stabilize(
                 ),
             });
         }
+    }
+    if !following
+        && let Some(a) = ahead.filter(|_| complete && recommendation <= current)
+        && let Some(trough) = follows_trough(a, inputs, memory, recommendation)
+        && trough.to < down_ceiling
+    {
+        reasons.push(format!(
+            "the load swings ({} crests in the last {}, one every {}) and the load of the last {} needs only {} brokers within tolerance: following this trough down, at most one every {} swings ({down_ceiling} held otherwise)",
+            trough.crests,
+            units::duration(flap::FLAP_WINDOW),
+            units::duration(trough.period),
+            units::duration(trough.recent),
+            trough.to,
+            flap::TROUGH_EVERY_SWINGS,
+        ));
+        down_ceiling = trough.to;
+        following = true;
     }
     if ahead.is_some() {
         memory.ahead.flap_message.clone_from(&flap_message);

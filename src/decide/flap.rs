@@ -29,6 +29,12 @@ pub const TWO_STEP_SWING: u32 = 4;
 /// HPA's actions on a measured swing, from 6 on it did not.
 pub const TWO_STEP_RISE: u32 = 6;
 
+/// A trough below what the load's crests need is followed at most once every this many swing
+/// periods (no action in between): a follow is two actions (down, then up with the next crest),
+/// and the HPA spends about two on every swing it follows, so this keeps the actions near a
+/// third of its own. At two swings the budget was exactly the HPA's half.
+pub const TROUGH_EVERY_SWINGS: u32 = 3;
+
 /// Direction changes of the recommendation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turns {
@@ -129,15 +135,23 @@ impl Crests {
         self.peaks.drain(..excess);
     }
 
+    /// Levels of the crests left within the window before `now`.
+    fn levels_within(&self, now: Timestamp) -> impl Iterator<Item = u32> + '_ {
+        self.peaks
+            .iter()
+            .filter(move |(t, _)| elapsed(now, *t) <= FLAP_WINDOW && *t <= now)
+            .map(|(_, l)| *l)
+    }
+
+    /// Crests left within the window before `now`: the swings seen in it.
+    pub fn within(&self, now: Timestamp) -> usize {
+        self.levels_within(now).count()
+    }
+
     /// The level most crests of the window needed: the lower median of the crests left within
     /// the window, `None` with fewer than three of them.
     pub fn typical(&self, now: Timestamp) -> Option<u32> {
-        let mut v: Vec<u32> = self
-            .peaks
-            .iter()
-            .filter(|(t, _)| elapsed(now, *t) <= FLAP_WINDOW && *t <= now)
-            .map(|(_, l)| *l)
-            .collect();
+        let mut v: Vec<u32> = self.levels_within(now).collect();
         if v.len() < 3 {
             return None;
         }
@@ -189,6 +203,7 @@ mod tests {
             c.note(l, at(t));
         }
         assert_eq!(c.typical(at(1020)), Some(8));
+        assert_eq!(c.within(at(1020)), 4, "four swings seen");
         // An hour after the first crests, only the newer ones count.
         c.note(7, at(420 + 3601));
         assert_eq!(c.peaks, vec![(at(720), 7), (at(900), 9), (at(1020), 9)]);
