@@ -744,7 +744,7 @@ fn flapping_holds_what_most_crests_needed_and_gives_back_a_high_one() {
     // crest has passed, 7 are held, not the hour's highest 8.
     let now = 7200;
     let mut m = flapping_memory(now, 8, 8);
-    m.ahead.crests.peaks = [(3000, 7), (3700, 7), (5000, 8), (6400, 7)]
+    m.ahead.crests.peaks = [(3000, 7), (3700, 7), (5000, 8), (6900, 7)]
         .map(|(t, l)| (at(t), l))
         .to_vec();
     m.ahead.levels = vec![(at(5000), 8), (at(now - 30), 6)];
@@ -805,6 +805,11 @@ fn flapping_holds_what_most_crests_needed_and_gives_back_a_high_one() {
     );
     // Not a minute sooner.
     m.last_scale_up = Some(at(now - 3540));
+    let (with, _) = once(&m, 8, 600.0, now);
+    assert_eq!(with.decision.to, 7, "{}", with.decision.reason());
+    // Nor late in the trough: the last crest was left more than a third of a swing ago.
+    m.last_scale_up = Some(at(now - 3600));
+    m.ahead.crests.peaks.last_mut().unwrap().0 = at(now - 420);
     let (with, _) = once(&m, 8, 600.0, now);
     assert_eq!(with.decision.to, 7, "{}", with.decision.reason());
 }

@@ -537,7 +537,8 @@ struct Trough {
 /// where a scale-down follows one of its troughs below what the scale-down window or the
 /// crests' hold keeps: to the fewest brokers that kept the load of the last [`recent_window`]
 /// within tolerance, never fewer than this evaluation recommends, once no action was taken for
-/// [`flap::TROUGH_EVERY_SWINGS`] swing periods. A window as long as the swing keeps the crest's
+/// [`flap::TROUGH_EVERY_SWINGS`] swing periods, and only within a third of a period after the
+/// last crest was left (the level fell [`flap::MIN_SWING`] below it). A window as long as the swing keeps the crest's
 /// brokers through every trough; following each trough would cost about the HPA's actions, one
 /// every few swings costs a fraction of them and gives back a broker for most of a trough. The
 /// way back up is the scale-up the forecast (or the load) asks for as the next crest comes.
@@ -559,7 +560,15 @@ fn follows_trough(
         .is_none_or(|t| elapsed(now, t) >= period * flap::TROUGH_EVERY_SWINGS);
     let recent = recent_window(a, memory, inputs.policy);
     let to = memory.ahead.level_within(now, recent)?.max(recommendation);
-    (quiet && to < inputs.current).then_some(Trough {
+    // Later in the trough the load is on its way back up, and a broker given back is asked for
+    // again within a sample or two.
+    let young = memory
+        .ahead
+        .crests
+        .peaks
+        .last()
+        .is_some_and(|(t, _)| elapsed(now, *t) <= period / 3);
+    (quiet && young && to < inputs.current).then_some(Trough {
         to,
         crests,
         period,
