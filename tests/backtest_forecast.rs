@@ -175,6 +175,16 @@ fn cases() -> Vec<(String, Trace, &'static str)> {
             gen_traces::swings(41, 600.0 * MIB, 12.0, 0.18, 13.0, 240),
             "oscillating",
         ),
+        (
+            "held-out swings (seed 42, ±12 % every 18 min)".to_string(),
+            gen_traces::swings(42, 450.0 * MIB, 9.0, 0.12, 18.0, 240),
+            "oscillating",
+        ),
+        (
+            "held-out swings (seed 43, ±22 % every 11 min)".to_string(),
+            gen_traces::swings(43, 250.0 * MIB, 5.0, 0.22, 11.0, 180),
+            "oscillating",
+        ),
     ]);
     v
 }
