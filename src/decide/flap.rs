@@ -1,6 +1,7 @@
 //! Flap damping: counts how often the recommendation changes direction, and when that happens
 //! more often per hour than the policy allows, capacity is held at what the swings of the hour
-//! needed (their crests) instead of following each swing broker by broker.
+//! needed (their crests) instead of following each swing broker by broker; the swings' crests
+//! also give their period, which spaces the troughs followed below that hold.
 
 use std::time::Duration;
 
