@@ -533,15 +533,16 @@ struct Trough {
     recent: Duration,
 }
 
-/// When the level swings regularly (three crests or more in the flap window, flapping or not),
-/// where a scale-down follows one of its troughs below what the scale-down window or the
-/// crests' hold keeps: to the fewest brokers that kept the load of the last [`recent_window`]
-/// within tolerance, never fewer than this evaluation recommends, once no action was taken for
-/// [`flap::TROUGH_EVERY_SWINGS`] swing periods, and only within a third of a period after the
-/// last crest was left (the level fell [`flap::MIN_SWING`] below it). A window as long as the swing keeps the crest's
-/// brokers through every trough; following each trough would cost about the HPA's actions, one
-/// every few swings costs a fraction of them and gives back a broker for most of a trough. The
-/// way back up is the scale-up the forecast (or the load) asks for as the next crest comes.
+/// When the level swings regularly ([`flap::MIN_CRESTS`] crests or more in the flap window,
+/// flapping or not), where a scale-down follows one of its troughs below what the scale-down
+/// window or the crests' hold keeps: to the fewest brokers that kept the load of the last
+/// [`recent_window`] within tolerance, never fewer than this evaluation recommends, once no
+/// action was taken for [`flap::TROUGH_EVERY_SWINGS`] swing periods, and only within a third of
+/// a period after the last crest was left (the level fell [`flap::MIN_SWING`] below it). A
+/// window as long as the swing keeps the crest's brokers through every trough; following each
+/// trough would cost about the HPA's actions, one every few swings costs a fraction of them and
+/// gives back a broker for most of a trough. The way back up is the scale-up the forecast (or
+/// the load) asks for as the next crest comes.
 fn follows_trough(
     a: &Ahead<'_>,
     inputs: &BrokerInputs<'_>,
@@ -550,7 +551,7 @@ fn follows_trough(
 ) -> Option<Trough> {
     let now = inputs.now;
     let crests = memory.ahead.crests.within(now);
-    if crests < 3 {
+    if crests < flap::MIN_CRESTS {
         return None;
     }
     let period = flap::FLAP_WINDOW / u32::try_from(crests).ok()?;
@@ -597,7 +598,9 @@ fn crest_message(turns: usize, held: u32, highest: u32, window: Duration) -> Str
 /// (so the next swing like those seen needs no scale-up), except for one large step down (two on
 /// a long swing) that follows a swing once its crest has passed ([`follows_swing_down`]), and
 /// except that on `complete` data, when no scale-up is asked for, they go down to what most
-/// crests needed ([`crest_hold`]) even below the window's ceiling. Records the recommendation
+/// crests needed ([`crest_hold`]) even below the window's ceiling. With `ahead`, flapping or
+/// not, one trough in a few regular swings is followed below all that ([`follows_trough`]).
+/// Records the recommendation
 /// and, with `ahead`, the level, its crests (complete data only) and direction changes in
 /// `memory` (only when `level` is given, i.e. some metric was usable). Returns the desired
 /// replicas (within bounds) and whether flap damping holds capacity.

@@ -36,6 +36,10 @@ pub const TWO_STEP_RISE: u32 = 6;
 /// third of its own. At two swings the budget was exactly the HPA's half.
 pub const TROUGH_EVERY_SWINGS: u32 = 3;
 
+/// Crests within the flap window from which the swings count as regular: what most of them
+/// needed is held, and their period spaces the troughs followed.
+pub const MIN_CRESTS: usize = 3;
+
 /// Direction changes of the recommendation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turns {
@@ -150,10 +154,10 @@ impl Crests {
     }
 
     /// The level most crests of the window needed: the lower median of the crests left within
-    /// the window, `None` with fewer than three of them.
+    /// the window, `None` with fewer than [`MIN_CRESTS`] of them.
     pub fn typical(&self, now: Timestamp) -> Option<u32> {
         let mut v: Vec<u32> = self.levels_within(now).collect();
-        if v.len() < 3 {
+        if v.len() < MIN_CRESTS {
             return None;
         }
         v.sort_unstable();
