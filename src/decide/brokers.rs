@@ -500,15 +500,8 @@ fn follows_swing_down(
 /// the swings need, since a recommendation within tolerance only repeats the replicas of that
 /// moment ("keep 8" at a crest 7 brokers carry), and holding the hour's highest crest pays it
 /// through every swing.
-fn crest_hold(
-    a: &Ahead<'_>,
-    memory: &BrokerMemory,
-    policy: &BrokerPolicy,
-    now: Timestamp,
-    level: u32,
-) -> u32 {
+fn crest_hold(memory: &BrokerMemory, recent: Duration, now: Timestamp, level: u32) -> u32 {
     let typical = typical_crest(&memory.ahead, now, level);
-    let recent = recent_window(a, memory, policy);
     let needed = memory.ahead.level_within(now, recent).unwrap_or(level);
     typical.max(needed)
 }
@@ -544,9 +537,9 @@ struct Trough {
 /// gives back a broker for most of a trough. The way back up is the scale-up the forecast (or
 /// the load) asks for as the next crest comes.
 fn follows_trough(
-    a: &Ahead<'_>,
     inputs: &BrokerInputs<'_>,
     memory: &BrokerMemory,
+    recent: Duration,
     recommendation: u32,
 ) -> Option<Trough> {
     let now = inputs.now;
@@ -559,7 +552,6 @@ fn follows_trough(
         .memory
         .last_change()
         .is_none_or(|t| elapsed(now, t) >= period * flap::TROUGH_EVERY_SWINGS);
-    let recent = recent_window(a, memory, inputs.policy);
     let to = memory.ahead.level_within(now, recent)?.max(recommendation);
     // Later in the trough the load is on its way back up, and a broker given back is asked for
     // again within a sample or two.
@@ -647,6 +639,12 @@ fn stabilize(
     let (_, window_ceiling) = in_window(policy.scale_down.window);
     let (min, max) = (policy.min_replicas, policy.max_replicas);
     let holding = ahead.is_some() && memory.ahead.holding;
+    // Where brokers may be given back below the window (the crests' hold, a trough): with the
+    // forecast, on complete data, and only where no scale-up is asked for (never refusing one);
+    // with how far back "the load of now" reaches.
+    let giving_back = ahead
+        .filter(|_| complete && recommendation <= current)
+        .map(|a| recent_window(a, memory, policy));
     let mut down_ceiling = window_ceiling;
     let mut flap_message = None;
     let mut following = false;
@@ -662,9 +660,8 @@ fn stabilize(
         // target, and one made within tolerance is just the replicas of that moment; the level
         // is what the swings need.
         down_ceiling = window_ceiling.max(level);
-        // Only where no scale-up is asked for: the hold gives brokers back, never refuses any.
-        if let Some(a) = ahead.filter(|_| complete && recommendation <= current)
-            && let held = crest_hold(a, memory, policy, now, level)
+        if let Some(recent) = giving_back
+            && let held = crest_hold(memory, recent, now, level)
             && held < down_ceiling
         {
             down_ceiling = held;
@@ -684,8 +681,8 @@ fn stabilize(
         }
     }
     if !following
-        && let Some(a) = ahead.filter(|_| complete && recommendation <= current)
-        && let Some(trough) = follows_trough(a, inputs, memory, recommendation)
+        && let Some(recent) = giving_back
+        && let Some(trough) = follows_trough(inputs, memory, recent, recommendation)
         && trough.to < down_ceiling
     {
         reasons.push(format!(

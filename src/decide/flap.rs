@@ -40,6 +40,29 @@ pub const TROUGH_EVERY_SWINGS: u32 = 3;
 /// needed is held, and their period spaces the troughs followed.
 pub const MIN_CRESTS: usize = 3;
 
+/// What a new value does to a rising or falling run whose extreme (highest or lowest so far)
+/// is `extreme`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// Beyond the extreme: the run goes on, with the value as its new extreme.
+    Further,
+    /// [`MIN_SWING`] or more back from the extreme: the run has turned.
+    Turned,
+    /// Neither: a wobble within the run.
+    Within,
+}
+
+/// How `value` moves a run that is `rising` (or falling) with `extreme` so far.
+fn step(rising: bool, extreme: u32, value: u32) -> Step {
+    if (rising && value > extreme) || (!rising && value < extreme) {
+        Step::Further
+    } else if value.abs_diff(extreme) >= MIN_SWING {
+        Step::Turned
+    } else {
+        Step::Within
+    }
+}
+
 /// Direction changes of the recommendation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turns {
@@ -58,16 +81,15 @@ impl Turns {
     pub fn note(&mut self, previous: Option<u32>, recommendation: u32, now: Timestamp) {
         let r = recommendation;
         match (self.last_direction, self.extreme) {
-            (Some(d), Some(e)) => {
-                let beyond = if d > 0 { r > e } else { r < e };
-                if beyond {
-                    self.extreme = Some(r);
-                } else if r.abs_diff(e) >= MIN_SWING {
+            (Some(d), Some(e)) => match step(d > 0, e, r) {
+                Step::Further => self.extreme = Some(r),
+                Step::Turned => {
                     self.times.push(now);
                     self.last_direction = Some(-d);
                     self.extreme = Some(r);
                 }
-            }
+                Step::Within => {}
+            },
             _ => {
                 if let Some(p) = previous
                     && p != r
@@ -112,23 +134,17 @@ impl Crests {
     /// Notes the level of `now`; forgets crests older than the window.
     pub fn note(&mut self, level: u32, now: Timestamp) {
         match (self.rising, self.extreme) {
-            (Some(true), Some(e)) => {
-                if level > e {
-                    self.extreme = Some(level);
-                } else if e - level >= MIN_SWING {
-                    self.peaks.push((now, e));
-                    self.rising = Some(false);
-                    self.extreme = Some(level);
-                }
-            }
-            (Some(false), Some(e)) => {
-                if level < e {
-                    self.extreme = Some(level);
-                } else if level - e >= MIN_SWING {
-                    self.rising = Some(true);
+            (Some(rising), Some(e)) => match step(rising, e, level) {
+                Step::Further => self.extreme = Some(level),
+                Step::Turned => {
+                    if rising {
+                        self.peaks.push((now, e));
+                    }
+                    self.rising = Some(!rising);
                     self.extreme = Some(level);
                 }
-            }
+                Step::Within => {}
+            },
             _ => {
                 // The first run rises: a crest needs a fall behind it to count.
                 self.rising = Some(true);
