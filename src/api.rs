@@ -370,7 +370,8 @@ pub struct ForecastSpec {
     #[schemars(regex(pattern = HORIZON_PATTERN))]
     pub horizon: String,
     /// Recommendation direction changes within one hour from which the load counts as
-    /// flapping and scale-downs wait for the highest recommendation of the hour. Default `4`.
+    /// flapping and capacity is held for its swings; the hold lasts while one fewer remain.
+    /// Default `4`.
     #[serde(default = "default_flap_turns")]
     #[x_kube(validation = Rule::new("self >= 2 && self <= 60").message("flapTurnsPerHour must be in [2, 60]"))]
     pub flap_turns_per_hour: i32,

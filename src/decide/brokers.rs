@@ -620,7 +620,11 @@ fn stabilize(
             let previous = inputs.memory.recommendations.last().map(|r| r.1);
             let turns = &mut memory.ahead.turns;
             turns.note(previous, recommendation, now);
-            memory.ahead.holding = turns.flapping(now, a.policy.flap_turns_per_hour);
+            memory.ahead.holding = turns.flapping(
+                now,
+                a.policy.flap_turns_per_hour,
+                inputs.memory.ahead.holding,
+            );
             memory.ahead.note_level(now, level, flap_window(policy));
             // A level from partial data understates the load: it marks no crest.
             if complete {

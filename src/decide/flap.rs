@@ -112,9 +112,19 @@ impl Turns {
             .count()
     }
 
-    /// Whether the load counts as flapping at `now` with `limit` changes per hour.
-    pub fn flapping(&self, now: Timestamp, limit: u32) -> bool {
-        self.within(now) >= limit as usize
+    /// Whether the load counts as flapping at `now` with `limit` changes per hour, given whether
+    /// it did before (`was`): it starts at `limit` changes within the window and ends once fewer
+    /// than `limit - 1` (at least one) remain. A swing of exactly an hour turns exactly twice an
+    /// hour, and at a `limit` of 2 its count fell to one for a moment before each turn: the hold
+    /// lapsed then, a broker-by-broker step slipped through, and `Flapping` turned True again
+    /// with a new Event.
+    pub fn flapping(&self, now: Timestamp, limit: u32, was: bool) -> bool {
+        let needed = if was {
+            limit.saturating_sub(1).max(1)
+        } else {
+            limit
+        };
+        self.within(now) >= needed as usize
     }
 }
 
@@ -201,8 +211,33 @@ mod tests {
         // 7→6→7 is a wobble; turns at 7→5 (7 min), 4→6 (10 min), 8→6 (14 min).
         assert_eq!(t.times, vec![at(420), at(600), at(840)]);
         assert_eq!(t.within(at(840)), 3);
-        assert!(t.flapping(at(840), 3));
-        assert!(!t.flapping(at(840), 4));
+        assert!(t.flapping(at(840), 3, false));
+        assert!(!t.flapping(at(840), 4, false));
+    }
+
+    #[test]
+    fn flapping_ends_one_turn_below_where_it_starts() {
+        let mut t = Turns::default();
+        t.note(Some(5), 7, at(0));
+        // Turns at 10 and 40 minutes: two within the hour.
+        t.note(Some(7), 5, at(600));
+        t.note(Some(5), 7, at(2400));
+        assert!(t.flapping(at(2400), 2, false));
+        // Just after 70 minutes the first turn has left the window: one remains.
+        t.note(Some(7), 7, at(4201));
+        assert_eq!(t.within(at(4201)), 1);
+        assert!(
+            !t.flapping(at(4201), 2, false),
+            "one turn does not start it"
+        );
+        assert!(t.flapping(at(4201), 2, true), "one turn keeps it");
+        assert!(
+            !t.flapping(at(4201), 3, true),
+            "two fewer than the limit end it"
+        );
+        // An hour after the last turn none remain, and it ends even at a limit of 2.
+        t.note(Some(7), 7, at(6001));
+        assert!(!t.flapping(at(6001), 2, true));
     }
 
     #[test]
