@@ -218,8 +218,8 @@ fn print_three_way_table() {
 }
 
 /// Swings on which the forecast makes more than half the HPA's actions: a swing of 1.5 brokers
-/// an hour that the HPA itself follows in about four actions, and whose first two hours turn too
-/// slowly to count as flapping.
+/// an hour that the HPA itself follows in about four actions a swing, and whose first 70
+/// minutes turn too slowly to count as flapping (then two actions a swing: exactly half).
 const ACTIONS_NOT_HALVED: [&str; 1] = ["seed 33,"];
 
 /// Traces whose load swings back and forth: the flap targets apply (fewer actions, no more
