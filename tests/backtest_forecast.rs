@@ -321,6 +321,23 @@ fn a_step_too_fast_to_forecast_is_no_worse_than_without_forecast() {
 }
 
 #[test]
+fn a_swing_of_an_hour_is_held_from_its_second_turn_to_the_end() {
+    // Swings 33 turns exactly twice an hour, the example's flapTurnsPerHour: the hold starts at
+    // the second turn (1h 03m), and only one turn is left within the hour for a moment before
+    // each later one. The hold must not lapse then (it did for 12 minutes in all).
+    let trace = gen_traces::swings(33, 300.0 * MIB, 6.0, 0.25, 60.0, 360);
+    let r = three_way(&trace, "fast-oscillation");
+    let f = &r.forecast.as_ref().unwrap().summary;
+    let from_70_minutes = f.duration_seconds - 70.0 * 60.0;
+    assert!(
+        f.holding_for_flapping_seconds >= from_70_minutes,
+        "held {} s of the {} s after 70 minutes",
+        f.holding_for_flapping_seconds,
+        from_70_minutes
+    );
+}
+
+#[test]
 fn flap_damping_is_what_cuts_the_actions() {
     // The fast-oscillation policy follows every swing without the forecast (as often as the HPA:
     // 54 actions, one broker at a time) and with it follows each swing in one large step each
