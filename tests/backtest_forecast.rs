@@ -314,10 +314,26 @@ fn on_oscillating_load_at_most_five_percent_more_broker_hours_than_the_hpa() {
 #[test]
 fn a_step_too_fast_to_forecast_is_no_worse_than_without_forecast() {
     // 4x within one minute: the first rising sample is also the overload, so a trend has nothing
-    // to see earlier. The forecast must not make it worse.
+    // to see earlier. The forecast must not make it worse, nor extrapolate the step as a slope
+    // once the crowd is there (a trend fitted across it asked for 15 -> 19 brokers).
     let r = three_way(&bundled("flash-crowd"), "flash-crowd");
     let (s, f) = (&r.policy.summary, &r.forecast.as_ref().unwrap().summary);
     assert!(f.overload_beyond_tolerance_seconds <= s.overload_beyond_tolerance_seconds);
+    assert_eq!(f.forecast_scale_ups, 0, "{f:?}");
+    assert!(f.broker_hours <= s.broker_hours, "{f:?}\n{s:?}");
+    let first_up = r
+        .forecast
+        .as_ref()
+        .unwrap()
+        .records
+        .iter()
+        .find(|d| d.to > d.from);
+    assert!(
+        first_up.is_some_and(|d| d.reason.contains(
+            "throughput: the load stepped by more than 50 % between two samples; the trend starts over from the step (1 sample since, 4 needed)"
+        )),
+        "{first_up:?}"
+    );
 }
 
 #[test]

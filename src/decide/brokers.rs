@@ -931,16 +931,20 @@ fn look_ahead(
         }
         memory.ahead.push_sample(&m.name, s.observed_at, value);
         let fmt = |v: f64| units::metric_value(m.kind, v);
-        let Some(f) = forecast::forecast(
-            memory.ahead.series(&m.name),
-            value,
-            a.history,
-            i,
-            now,
-            look,
-            &fmt,
-        ) else {
-            notes.push(format!("{}: too few recent samples to forecast", m.name));
+        let series = memory.ahead.series(&m.name);
+        let Some(f) = forecast::forecast(series, value, a.history, i, now, look, &fmt) else {
+            let since = forecast::since_step(series).len();
+            notes.push(if since < series.len() {
+                format!(
+                    "{}: the load stepped by more than {:.0} % between two samples; the trend starts over from the step ({since} sample{} since, {} needed)",
+                    m.name,
+                    forecast::STEP * 100.0,
+                    if since == 1 { "" } else { "s" },
+                    forecast::MIN_TREND_SAMPLES
+                )
+            } else {
+                format!("{}: too few recent samples to forecast", m.name)
+            });
             continue;
         };
         let per_broker = f.value / f64::from(current.max(1));

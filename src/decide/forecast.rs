@@ -25,6 +25,10 @@ pub const BAND: f64 = 1.0;
 /// A forecast never expects more than this multiple of the current value: one horizon of an
 /// extrapolated burst must not buy brokers for load nobody has seen.
 pub const MAX_GROWTH: f64 = 2.0;
+/// A change between consecutive trend samples of more than this fraction of the earlier one is
+/// a step, not a trend: a line fitted across it extrapolates the step as a slope (after a flash
+/// crowd, brokers for a second step nobody saw). The trend starts over from the step.
+pub const STEP: f64 = 0.5;
 /// Days of history the daily pattern averages over, at most.
 pub const MAX_DAYS: u32 = 7;
 /// Half-width of the history window averaged around one instant.
@@ -128,6 +132,15 @@ pub fn trend(points: &[(Timestamp, f64)]) -> Option<Trend> {
     })
 }
 
+/// The samples from the last [`STEP`] on (all of them without one).
+pub fn since_step(points: &[(Timestamp, f64)]) -> &[(Timestamp, f64)] {
+    let start = points
+        .windows(2)
+        .rposition(|w| (w[1].1 - w[0].1).abs() > STEP * w[0].1.abs())
+        .map_or(0, |i| i + 1);
+    &points[start..]
+}
+
 /// The daily pattern: how the load changed from the same time of day to `look` later, averaged
 /// over up to [`MAX_DAYS`] past days, as a factor; with the number of days it rests on.
 pub fn daily_factor(
@@ -184,6 +197,7 @@ pub fn forecast(
     look: Duration,
     fmt: &dyn Fn(f64) -> String,
 ) -> Option<Forecast> {
+    let recent = since_step(recent);
     let mut t = trend(recent)?;
     // The newest few samples decide whether a rise goes on: a ramp that has ended stops
     // being extrapolated within a minute, while a long fit alone would carry it on for minutes.
@@ -250,6 +264,42 @@ mod tests {
         // Four samples, but the first three are older than the window.
         let pts = vec![(at(0), 1.0), (at(15), 1.0), (at(30), 1.0), (at(1000), 5.0)];
         assert_eq!(trend(&pts), None);
+    }
+
+    #[test]
+    fn a_step_starts_the_trend_over() {
+        // Flat at 100, then 175 and 400 after a gap of partial samples: a line through all of
+        // them would extrapolate the step.
+        let mut pts: Vec<_> = (0..8).map(|i| (at(i * 15), 100.0)).collect();
+        pts.extend([(at(120), 175.0), (at(240), 400.0), (at(255), 402.0)]);
+        assert_eq!(since_step(&pts), &pts[9..]);
+        let f = |pts: &[(Timestamp, f64)]| {
+            let now = pts.last().unwrap().0;
+            forecast(
+                pts,
+                400.0,
+                &NoHistory,
+                0,
+                now,
+                Duration::from_secs(60),
+                &plain,
+            )
+        };
+        assert_eq!(f(&pts), None, "two samples since the step");
+        for i in 0..2 {
+            pts.push((at(270 + i * 15), 401.0 + i as f64));
+        }
+        let after = f(&pts).unwrap();
+        assert!(after.value < 420.0, "{after:?}");
+        assert!(after.from.contains("over 4 samples"), "{}", after.from);
+        // A ramp of 40 % a sample is no step: all of it is fitted.
+        let ramp: Vec<_> = (0..6)
+            .map(|i| (at(i * 15), 100.0 * 1.4f64.powi(i as i32)))
+            .collect();
+        assert_eq!(since_step(&ramp).len(), 6);
+        // A fall by more than half is one too.
+        let fall = [(at(0), 100.0), (at(15), 40.0), (at(30), 41.0)];
+        assert_eq!(since_step(&fall).len(), 2);
     }
 
     #[test]
