@@ -1,6 +1,7 @@
-//! Load forecast for predictive scale-up: a linear trend over recent complete samples, a daily
-//! pattern from the source's history when at least a day of it exists, and an upper band for
-//! the noise the trend leaves unexplained.
+//! Load forecast for predictive scale-up: a linear trend over recent complete samples (since the
+//! last step, which a line would extrapolate as a slope), a daily pattern from the source's
+//! history when at least a day of it exists, and an upper band for the noise the trend leaves
+//! unexplained.
 //!
 //! Pure arithmetic on what the caller hands in; the engine decides what a forecast may do (only
 //! ever raise a scale-up, see `brokers.rs`).
