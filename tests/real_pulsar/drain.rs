@@ -237,6 +237,22 @@ async fn scale_down(
     let at_stop = load.latest().max_ms;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let stats = load.stop().await;
+    // On a busy machine a probe of the survivors' admin API has failed while broker 2 shut down
+    // and they took over its topics (`DrainAvailable` False, AdminUnreachable, once in a full
+    // run): the status is read once the condition says something else (a lasting failure
+    // still fails here, with its message).
+    let settled = eventually(
+        &format!("{name}: DrainAvailable settles"),
+        4 * 60,
+        || async {
+            let s = status(k, name).await;
+            match condition(&s, "DrainAvailable") {
+                Some((reason, _, message)) if reason == "AdminUnreachable" => Err(message),
+                _ => Ok(s),
+            }
+        },
+    )
+    .await;
     let case = Case {
         name,
         bundles_on_leaving,
@@ -245,7 +261,7 @@ async fn scale_down(
         seconds_to_scale,
         stall_at: [at_policy, at_scale, at_stop],
         bundles_at_scale,
-        status: status(k, name).await,
+        status: settled,
         events: events(k, name).await,
         metrics: controller
             .metrics()
@@ -382,7 +398,8 @@ async fn scale_down_with_drain_loses_nothing_next_to_a_plain_scale_down() {
         condition(&drained.status, "DrainAvailable").expect("DrainAvailable");
     assert_eq!(
         (reason.as_str(), value.as_str()),
-        ("GracePeriodTooShort", "False")
+        ("GracePeriodTooShort", "False"),
+        "{message}"
     );
     assert!(
         message.contains("30 s") && message.contains("60 s") && message.contains("65"),
