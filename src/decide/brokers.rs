@@ -592,10 +592,9 @@ fn crest_message(turns: usize, held: u32, highest: u32, window: Duration) -> Str
 /// except that on `complete` data, when no scale-up is asked for, they go down to what most
 /// crests needed ([`crest_hold`]) even below the window's ceiling. With `ahead`, flapping or
 /// not, one trough in a few regular swings is followed below all that ([`follows_trough`]).
-/// Records the recommendation
-/// and, with `ahead`, the level, its crests (complete data only) and direction changes in
-/// `memory` (only when `level` is given, i.e. some metric was usable). Returns the desired
-/// replicas (within bounds) and whether flap damping holds capacity.
+/// Records the recommendation and, with `ahead`, the level, its crests (complete data only) and
+/// direction changes in `memory` (only when `level` is given, i.e. some metric was usable).
+/// Returns the desired replicas (within bounds) and whether flap damping holds capacity.
 fn stabilize(
     inputs: &BrokerInputs<'_>,
     ahead: Option<&Ahead<'_>>,
@@ -932,20 +931,12 @@ fn look_ahead(
         memory.ahead.push_sample(&m.name, s.observed_at, value);
         let fmt = |v: f64| units::metric_value(m.kind, v);
         let series = memory.ahead.series(&m.name);
-        let Some(f) = forecast::forecast(series, value, a.history, i, now, look, &fmt) else {
-            let since = forecast::since_step(series).len();
-            notes.push(if since < series.len() {
-                format!(
-                    "{}: the load stepped by more than {:.0} % between two samples; the trend starts over from the step ({since} sample{} since, {} needed)",
-                    m.name,
-                    forecast::STEP * 100.0,
-                    if since == 1 { "" } else { "s" },
-                    forecast::MIN_TREND_SAMPLES
-                )
-            } else {
-                format!("{}: too few recent samples to forecast", m.name)
-            });
-            continue;
+        let f = match forecast::forecast(series, value, a.history, i, now, look, &fmt) {
+            Ok(f) => f,
+            Err(none) => {
+                notes.push(none.describe(&m.name));
+                continue;
+            }
         };
         let per_broker = f.value / f64::from(current.max(1));
         let ratio = per_broker / m.target;

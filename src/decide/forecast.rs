@@ -187,6 +187,32 @@ pub struct Forecast {
     pub from: String,
 }
 
+/// Why no forecast was made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NoForecast {
+    /// Fewer than [`MIN_TREND_SAMPLES`] usable recent samples.
+    TooFew,
+    /// The load stepped by more than [`STEP`], and only `since` samples follow the step.
+    AfterStep {
+        /// Samples from the step on.
+        since: usize,
+    },
+}
+
+impl NoForecast {
+    /// The reason, in words, for `metric`.
+    pub fn describe(self, metric: &str) -> String {
+        match self {
+            NoForecast::TooFew => format!("{metric}: too few recent samples to forecast"),
+            NoForecast::AfterStep { since } => format!(
+                "{metric}: the load stepped by more than {:.0} % between two samples; the trend starts over from the step ({since} sample{} since, {MIN_TREND_SAMPLES} needed)",
+                STEP * 100.0,
+                if since == 1 { "" } else { "s" },
+            ),
+        }
+    }
+}
+
 /// Forecasts a cluster total `look` ahead from the trend of `recent` (which ends with the
 /// current sample) and, when history has it, the daily pattern.
 pub fn forecast(
@@ -197,9 +223,19 @@ pub fn forecast(
     now: Timestamp,
     look: Duration,
     fmt: &dyn Fn(f64) -> String,
-) -> Option<Forecast> {
+) -> Result<Forecast, NoForecast> {
+    let all = recent.len();
     let recent = since_step(recent);
-    let mut t = trend(recent)?;
+    let none = || {
+        if recent.len() < all {
+            NoForecast::AfterStep {
+                since: recent.len(),
+            }
+        } else {
+            NoForecast::TooFew
+        }
+    };
+    let mut t = trend(recent).ok_or_else(none)?;
     // The newest few samples decide whether a rise goes on: a ramp that has ended stops
     // being extrapolated within a minute, while a long fit alone would carry it on for minutes.
     if let Some(short) = recent
@@ -231,7 +267,10 @@ pub fn forecast(
     let band = BAND * t.noise;
     from.push_str(&format!(", noise band +{}", fmt(band)));
     let value = (point + band).max(0.0).min(current * MAX_GROWTH);
-    value.is_finite().then_some(Forecast { value, from })
+    value
+        .is_finite()
+        .then_some(Forecast { value, from })
+        .ok_or_else(none)
 }
 
 #[cfg(test)]
@@ -285,6 +324,7 @@ mod tests {
                 Duration::from_secs(60),
                 &plain,
             )
+            .ok()
         };
         assert_eq!(f(&pts), None, "two samples since the step");
         for i in 0..2 {
